@@ -1,0 +1,468 @@
+"""The one typed configuration tree of gags_ros.
+
+Every tunable value lives here, once, with its unit, meaning and allowed range. Two views are made
+from it and checked against it by tests:
+
+- ``config/mapping.yaml``: a ROS 2 parameter file (``/**: ros__parameters: ...``), written by
+  ``python -m gags_ros.core.config --write config/mapping.yaml``;
+- the ROS parameters the nodes declare (``gags_ros.ros.params`` builds descriptors from
+  :func:`iter_fields`).
+
+Sections own their fields; a stage that needs a new setting adds a field to its section with
+:func:`param` (default, help text with unit, range or choices), then regenerates the YAML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+FORMAT_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """A configuration value outside its allowed range or choices; names parameter and value."""
+
+
+def param(default: Any, help: str, *, unit: str = "", lo: Optional[float] = None,
+          hi: Optional[float] = None, choices: Optional[Sequence[Any]] = None,
+          read_only: bool = False):
+    """A dataclass field with documentation and validation metadata.
+
+    ``lo``/``hi`` are inclusive bounds for numbers (and for every element of a numeric list);
+    ``choices`` lists allowed values for strings. ``read_only`` parameters cannot be changed on a
+    running node (they shape models or memory).
+    """
+    meta = dict(help=help, unit=unit, lo=lo, hi=hi, choices=tuple(choices) if choices else None,
+                read_only=read_only)
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda d=list(default): list(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class MappingConfig:
+    """Geometry: keyframes, Gaussian initialisation, optimisation, densification."""
+
+    renderer: str = param("auto", "Rasterizer backend: gsplat (CUDA), torch (pure PyTorch, any device) "
+                          "or auto (gsplat when the device is CUDA)", choices=["auto", "gsplat", "torch"],
+                          read_only=True)
+    strategy: str = param("default", "gsplat densification strategy: default (DefaultStrategy: clone, "
+                          "split, prune) or mcmc (MCMCStrategy: relocate under a fixed budget)",
+                          choices=["default", "mcmc"], read_only=True)
+    max_gaussians: int = param(1_000_000, "Budget of Gaussians in the map; densification stops and MCMC "
+                               "caps here", unit="Gaussians", lo=1_000, hi=50_000_000, read_only=True)
+    max_image_width: int = param(640, "Frames wider than this are downscaled before mapping",
+                                 unit="px", lo=32, hi=8192)
+    keyframe_min_translation: float = param(0.10, "A frame becomes a keyframe when it moved at least "
+                                            "this far from every keyframe", unit="m", lo=0.0, hi=100.0)
+    keyframe_min_rotation: float = param(15.0, "... or turned at least this much from the nearest "
+                                         "keyframe", unit="deg", lo=0.0, hi=180.0)
+    keyframe_max_overlap: float = param(0.85, "... or the fraction of its pixels the map already covers "
+                                        "from the nearest keyframe is below this", unit="fraction",
+                                        lo=0.0, hi=1.0)
+    window_recent: int = param(8, "Optimisation window: most recent keyframes", unit="keyframes", lo=1, hi=1000)
+    window_random: int = param(8, "Optimisation window: older keyframes sampled uniformly",
+                               unit="keyframes", lo=0, hi=1000)
+    steps_per_keyframe: int = param(150, "Optimisation steps run after each new keyframe (more while "
+                                    "idle)", unit="steps", lo=0, hi=100_000)
+    final_refine_steps: int = param(2_000, "Steps over all keyframes when the stream ends or on request",
+                                    unit="steps", lo=0, hi=1_000_000)
+    init_points_per_keyframe: int = param(20_000, "At most this many new Gaussians seeded per keyframe",
+                                          unit="Gaussians", lo=0, hi=10_000_000)
+    init_depth_no_depth: float = param(2.0, "Seed depth along rays when neither a depth image nor the "
+                                       "map gives one", unit="m", lo=0.01, hi=1000.0)
+    ssim_weight: float = param(0.2, "Weight of the D-SSIM term in the photometric loss (3DGS uses 0.2)",
+                               lo=0.0, hi=1.0)
+    depth_weight: float = param(0.1, "Weight of the L1 depth loss when depth images are given",
+                                unit="1/m", lo=0.0, hi=100.0)
+    lr_means: float = param(1.6e-4, "Adam learning rate of Gaussian centres, times the scene extent",
+                            unit="m/step", lo=0.0, hi=1.0)
+    lr_scales: float = param(5e-3, "Adam learning rate of log-scales", lo=0.0, hi=1.0)
+    lr_quats: float = param(1e-3, "Adam learning rate of rotations", lo=0.0, hi=1.0)
+    lr_opacities: float = param(5e-2, "Adam learning rate of opacity logits", lo=0.0, hi=1.0)
+    lr_colors: float = param(2.5e-3, "Adam learning rate of colours (SH degree 0)", lo=0.0, hi=1.0)
+    background: list = param([0.0, 0.0, 0.0], "Background colour composited behind the map, RGB",
+                             unit="[0,1]", lo=0.0, hi=1.0)
+
+
+@dataclass
+class TeacherConfig:
+    """2D language supervision: granularity-aware SAM prompting and CLIP mask embeddings."""
+
+    segmenter: str = param("sam", "Mask source: sam (segment_anything) or sim (label-grounded simulation "
+                           "teacher)", choices=["sam", "sim"], read_only=True)
+    sam_model: str = param("vit_h", "segment_anything registry name", choices=["vit_h", "vit_l", "vit_b"],
+                           read_only=True)
+    sam_checkpoint: str = param("", "Path of the SAM checkpoint (.pth); empty = random initialisation "
+                                "(tests and benchmarks only: no semantics)", read_only=True)
+    prompt_mode: str = param("granularity", "Prompt placement: granularity (GAGS Eq. 1) or uniform grid",
+                             choices=["granularity", "uniform"])
+    prompt_patches: int = param(8, "Image split into this many patches per side for prompt density",
+                                unit="patches", lo=1, hi=64)
+    prompt_n_max: int = param(20, "Upper clamp of n (n*n prompts per patch)", lo=1, hi=64)
+    uniform_points_per_side: int = param(16, "Uniform mode: points per image side", lo=1, hi=128)
+    max_prompts: int = param(1024, "Cap on prompts per keyframe (subsampled above it)", unit="prompts",
+                             lo=1, hi=100_000)
+    prompt_batch: int = param(256, "Prompts decoded per SAM batch", unit="prompts", lo=1, hi=8192)
+    pred_iou_thresh: float = param(0.7, "Keep masks whose predicted IoU is at least this", lo=0.0, hi=1.0)
+    stability_score_thresh: float = param(0.85, "Keep masks whose stability score is at least this",
+                                          lo=0.0, hi=1.0)
+    box_nms_thresh: float = param(0.7, "Box NMS IoU threshold among a level's masks", lo=0.0, hi=1.0)
+    mask_nms_iou: float = param(0.8, "Mask NMS: IoU above which the lower-scored mask is dropped",
+                                lo=0.0, hi=1.0)
+    mask_nms_score: float = param(0.7, "Mask NMS: minimum score kept", lo=0.0, hi=1.0)
+    mask_nms_containment: float = param(0.5, "Mask NMS: containment above which the lower-scored mask "
+                                        "is dropped", lo=0.0, hi=1.0)
+    min_mask_area: int = param(100, "Masks smaller than this are dropped", unit="px", lo=0, hi=1_000_000)
+    max_image_height: int = param(1080, "Keyframes taller than this are downscaled for SAM", unit="px",
+                                  lo=64, hi=8192)
+    clip_model: str = param("ViT-B-16", "open_clip model name", read_only=True)
+    clip_pretrained: str = param("laion2b_s34b_b88k", "open_clip pretrained tag or path of a local "
+                                 "weights file; empty = random initialisation (no semantics)",
+                                 read_only=True)
+    crop_size: int = param(224, "CLIP input crop size", unit="px", lo=32, hi=1024, read_only=True)
+    clip_batch: int = param(128, "Crops encoded per CLIP batch", unit="crops", lo=1, hi=4096)
+    cache_keyframes: int = param(256, "Keyframes whose teacher outputs are kept for distillation",
+                                 unit="keyframes", lo=1, hi=100_000)
+
+
+@dataclass
+class LanguageConfig:
+    """Granularity-aware distillation into per-Gaussian latents (GAGS section 2)."""
+
+    enabled: bool = param(True, "Distil language features while mapping")
+    feature_dim: int = param(16, "Per-Gaussian latent size", unit="channels", lo=1, hi=128, read_only=True)
+    mode: str = param("gad", "Target of distillation: gad (learned granularity weights), avg (mean of "
+                      "levels) or one level", choices=["gad", "avg", "subpart", "part", "whole"],
+                      read_only=True)
+    render_scale: float = param(0.5, "Distillation renders at this fraction of the keyframe size",
+                                lo=0.05, hi=1.0)
+    lr_features: float = param(1e-3, "Adam learning rate of the latents", lo=0.0, hi=1.0)
+    lr_decoders: float = param(1e-4, "Adam learning rate of both decoders", lo=0.0, hi=1.0)
+    entropy_weight_early: float = param(0.001, "Entropy weight in the first half of the schedule",
+                                        lo=0.0, hi=10.0)
+    entropy_weight_late: float = param(0.002, "Entropy weight in the second half", lo=0.0, hi=10.0)
+    variance_weight: float = param(0.1, "Feature-consistency weight in the second half", lo=0.0, hi=10.0)
+    steps_per_keyframe: int = param(100, "Distillation steps after each keyframe's teacher output arrives",
+                                    unit="steps", lo=0, hi=100_000)
+    total_steps: int = param(30_000, "Length of the schedule (second half switches losses)", unit="steps",
+                             lo=1, hi=10_000_000)
+
+
+@dataclass
+class QueryConfig:
+    """Text queries: relevancy, thresholding, 3D clustering."""
+
+    canonical_phrases: list = param(["object", "things", "stuff", "texture"],
+                                    "Negative phrases of the relevancy score")
+    temperature: float = param(10.0, "Softmax temperature of the relevancy score", lo=0.01, hi=1000.0)
+    threshold: float = param(0.4, "Gaussians with normalised relevancy above this are selected",
+                             lo=0.0, hi=1.0)
+    neighbour_radius: float = param(0.05, "Radius of the neighbour cleanup", unit="m", lo=0.0, hi=100.0)
+    keep_neighbours: int = param(20, "Selected Gaussians with more selected neighbours than this are kept",
+                                 unit="Gaussians", lo=0, hi=100_000)
+    drop_neighbours: int = param(10, "Selected Gaussians with fewer selected neighbours are dropped",
+                                 unit="Gaussians", lo=0, hi=100_000)
+    cluster_radius: float = param(0.10, "Kept Gaussians closer than this join one target", unit="m",
+                                  lo=0.0, hi=100.0)
+    max_targets: int = param(5, "Default number of targets per query", unit="targets", lo=1, hi=1000)
+    min_score: float = param(0.5, "Default minimum target score (mean raw relevancy)", lo=0.0, hi=1.0)
+    chunk_size: int = param(1_000_000, "Gaussians decoded per chunk", unit="Gaussians", lo=1_000,
+                            hi=100_000_000)
+    max_text_length: int = param(256, "Longest accepted query text", unit="characters", lo=1, hi=100_000)
+
+
+@dataclass
+class RosConfig:
+    """Topics, frames, buffering and publishing of the ROS nodes."""
+
+    image_topic: str = param("camera/image_raw", "Colour images (sensor_msgs/Image)")
+    compressed_image_topic: str = param("", "Compressed colour images (sensor_msgs/CompressedImage); "
+                                        "empty = not subscribed")
+    camera_info_topic: str = param("camera/camera_info", "Intrinsics (sensor_msgs/CameraInfo)")
+    depth_topic: str = param("", "Depth images aligned with colour (16UC1 mm or 32FC1 m); empty = none")
+    pose_source: str = param("tf", "Where camera poses come from", choices=["tf", "pose", "odometry"])
+    pose_topic: str = param("camera/pose", "PoseStamped or Odometry topic when pose_source is not tf")
+    world_frame: str = param("map", "Fixed frame of the map and of every published output")
+    camera_frame: str = param("", "Optical frame of the camera; empty = the image header's frame_id")
+    tf_timeout: float = param(0.2, "How long a frame waits for its TF before it is dropped", unit="s",
+                              lo=0.0, hi=10.0)
+    max_sync_offset: float = param(0.02, "Largest stamp difference for colour/depth/pose matching",
+                                   unit="s", lo=0.0, hi=10.0)
+    frame_buffer: int = param(8, "Frames waiting for the worker; the oldest is dropped and counted when "
+                              "full", unit="frames", lo=1, hi=1000)
+    qos_depth: int = param(5, "Keep-last depth of sensor subscriptions", unit="messages", lo=1, hi=1000)
+    qos_reliable: bool = param(False, "Sensor subscriptions reliable instead of best-effort")
+    marker_topic: str = param("gags/targets", "MarkerArray of query targets (transient local)")
+    cloud_topic: str = param("gags/map", "Map as PointCloud2 (RGB, optional relevancy)")
+    status_topic: str = param("gags/status", "MappingStatus messages")
+    status_period: float = param(1.0, "Status and diagnostics period", unit="s", lo=0.05, hi=3600.0)
+    cloud_period: float = param(5.0, "Map cloud publishing period; 0 = only after queries", unit="s",
+                                lo=0.0, hi=3600.0)
+    cloud_max_points: int = param(200_000, "Map cloud is subsampled to at most this", unit="points",
+                                  lo=1, hi=50_000_000)
+
+
+@dataclass
+class GagsConfig:
+    """Root of the configuration tree."""
+
+    device: str = param("auto", "Torch device: auto (cuda when available), cpu, cuda or cuda:N",
+                        read_only=True)
+    seed: int = param(0, "Seed of every random choice (prompt sampling, window sampling, init)",
+                      lo=0, hi=2**31 - 1, read_only=True)
+    mapping: MappingConfig = field(default_factory=MappingConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    language: LanguageConfig = field(default_factory=LanguageConfig)
+    query: QueryConfig = field(default_factory=QueryConfig)
+    ros: RosConfig = field(default_factory=RosConfig)
+
+    def resolved_device(self) -> str:
+        """The torch device string this configuration means on this machine."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """One leaf of the tree: dotted name, current value, python type and its metadata."""
+
+    name: str
+    value: Any
+    type: type
+    help: str
+    unit: str
+    lo: Optional[float]
+    hi: Optional[float]
+    choices: Optional[tuple]
+    read_only: bool
+
+    @property
+    def description(self) -> str:
+        unit = f" [{self.unit}]" if self.unit else ""
+        return f"{self.help}{unit}"
+
+
+def _leaf_type(default: Any) -> type:
+    if isinstance(default, bool):
+        return bool
+    if isinstance(default, list):
+        return list
+    return type(default)
+
+
+def iter_fields(cfg: Any, prefix: str = "") -> Iterator[FieldInfo]:
+    """Every leaf of ``cfg`` in declaration order, nested sections flattened with dots."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        name = prefix + f.name
+        if dataclasses.is_dataclass(value):
+            yield from iter_fields(value, name + ".")
+            continue
+        m = f.metadata
+        yield FieldInfo(name, value, _leaf_type(f.default if f.default is not dataclasses.MISSING
+                                                else f.default_factory()),
+                        m.get("help", ""), m.get("unit", ""), m.get("lo"), m.get("hi"),
+                        m.get("choices"), bool(m.get("read_only", False)))
+
+
+def _check_value(info: FieldInfo, value: Any) -> Any:
+    """Coerce ``value`` to the field's type and check range/choices; raise ConfigError naming it."""
+    name = info.name
+    t = info.type
+    try:
+        if t is bool:
+            if not isinstance(value, bool):
+                raise TypeError
+        elif t is int:
+            if isinstance(value, bool) or not float(value).is_integer():
+                raise TypeError
+            value = int(value)
+        elif t is float:
+            if isinstance(value, bool):
+                raise TypeError
+            value = float(value)
+        elif t is str:
+            if not isinstance(value, str):
+                raise TypeError
+        elif t is list:
+            if not isinstance(value, (list, tuple)):
+                raise TypeError
+            value = list(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r}: expected {t.__name__}") from None
+    numbers = value if t is list else [value]
+    for v in numbers:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if not math.isfinite(float(v)):
+                raise ConfigError(f"{name}={value!r}: must be finite")
+            if (info.lo is not None and v < info.lo) or (info.hi is not None and v > info.hi):
+                raise ConfigError(f"{name}={value!r}: out of range [{info.lo}, {info.hi}]"
+                                  + (f" {info.unit}" if info.unit else ""))
+    if info.choices is not None and value not in info.choices:
+        raise ConfigError(f"{name}={value!r}: must be one of {list(info.choices)}")
+    return value
+
+
+def _cross_checks(cfg: GagsConfig) -> None:
+    q = cfg.query
+    if q.drop_neighbours > q.keep_neighbours:
+        raise ConfigError(f"query.drop_neighbours={q.drop_neighbours}: must not exceed "
+                          f"query.keep_neighbours={q.keep_neighbours}")
+    if len(cfg.mapping.background) != 3:
+        raise ConfigError(f"mapping.background={cfg.mapping.background!r}: expected 3 values (RGB)")
+    d = cfg.device
+    if not (d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit())):
+        raise ConfigError(f"device={d!r}: must be auto, cpu, cuda or cuda:N")
+
+
+def validate(cfg: GagsConfig) -> GagsConfig:
+    """Check every leaf (type, range, choices) and the cross-field rules; return ``cfg``."""
+    for info in iter_fields(cfg):
+        _check_value(info, info.value)
+    _cross_checks(cfg)
+    return cfg
+
+
+def _section_and_leaf(cfg: Any, dotted: str):
+    parts = dotted.split(".")
+    obj = cfg
+    for p in parts[:-1]:
+        if not hasattr(obj, p) or not dataclasses.is_dataclass(getattr(obj, p)):
+            raise ConfigError(f"{dotted}: unknown parameter")
+        obj = getattr(obj, p)
+    if not any(f.name == parts[-1] for f in dataclasses.fields(obj)) or \
+            dataclasses.is_dataclass(getattr(obj, parts[-1])):
+        raise ConfigError(f"{dotted}: unknown parameter")
+    return obj, parts[-1]
+
+
+def field_info(cfg: GagsConfig, dotted: str) -> FieldInfo:
+    for info in iter_fields(cfg):
+        if info.name == dotted:
+            return info
+    raise ConfigError(f"{dotted}: unknown parameter")
+
+
+def set_value(cfg: GagsConfig, dotted: str, value: Any) -> None:
+    """Set one leaf by dotted name after checking it (the config stays valid if this raises)."""
+    obj, leaf = _section_and_leaf(cfg, dotted)
+    value = _check_value(field_info(cfg, dotted), value)
+    old = getattr(obj, leaf)
+    setattr(obj, leaf, value)
+    try:
+        _cross_checks(cfg)
+    except ConfigError:
+        setattr(obj, leaf, old)
+        raise
+
+
+def to_dict(cfg: Any) -> dict:
+    """Nested plain dict (JSON/YAML-able)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict, base: Optional[GagsConfig] = None) -> GagsConfig:
+    """A validated config from a nested dict (unknown keys raise); missing keys keep defaults."""
+    cfg = base if base is not None else GagsConfig()
+
+    def walk(d: dict, prefix: str):
+        if not isinstance(d, dict):
+            raise ConfigError(f"{prefix.rstrip('.') or '<root>'}: expected a mapping, got {d!r}")
+        for k, v in d.items():
+            name = prefix + str(k)
+            if isinstance(v, dict):
+                walk(v, name + ".")
+            else:
+                set_value(cfg, name, v)
+
+    walk(data, "")
+    return validate(cfg)
+
+
+def flat_dict(cfg: GagsConfig) -> dict:
+    """``{dotted_name: value}`` for every leaf."""
+    return {info.name: info.value for info in iter_fields(cfg)}
+
+
+def ros_params_yaml(cfg: Optional[GagsConfig] = None) -> str:
+    """The ROS 2 parameter-file view of ``cfg`` (defaults when None), with help and units as comments."""
+    cfg = cfg or GagsConfig()
+    lines = [
+        "# gags_ros parameters: generated from gags_ros/core/config.py by",
+        "#   python -m gags_ros.core.config --write config/mapping.yaml",
+        "# Edit the dataclasses, then regenerate; tests/test_config.py checks they agree.",
+        "/**:",
+        "  ros__parameters:",
+    ]
+    section = None
+    for info in iter_fields(cfg):
+        parts = info.name.split(".")
+        indent = "    "
+        if len(parts) == 2:
+            if parts[0] != section:
+                section = parts[0]
+                lines.append(f"    {section}:")
+            indent = "      "
+        else:
+            section = None
+        rng = ""
+        if info.choices:
+            rng = f" (one of: {', '.join(map(str, info.choices))})"
+        elif info.lo is not None or info.hi is not None:
+            rng = f" (range {info.lo} .. {info.hi})"
+        lines.append(f"{indent}# {info.description}{rng}")
+        lines.append(f"{indent}{parts[-1]}: {_yaml_scalar(info.value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _yaml_scalar(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_yaml_scalar(x) for x in v) + "]"
+    return str(v)
+
+
+def load_yaml(path: str | Path, base: Optional[GagsConfig] = None) -> GagsConfig:
+    """Read a parameter file (ROS form with ``ros__parameters``, or a plain nested mapping)."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if isinstance(data, dict) and len(data) == 1:
+        (only,) = data.values()
+        if isinstance(only, dict) and "ros__parameters" in only:
+            data = only["ros__parameters"]
+    try:
+        return from_dict(data, base)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description="Print or write the ROS parameter-file view of the config")
+    ap.add_argument("--write", metavar="PATH", help="write the YAML here instead of printing it")
+    args = ap.parse_args(argv)
+    text = ros_params_yaml()
+    if args.write:
+        Path(args.write).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

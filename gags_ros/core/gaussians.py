@@ -1,0 +1,115 @@
+"""The Gaussian map: one ParameterDict that gsplat's strategies, the mapper, the language field,
+the query engine and the save files all share.
+
+Parameter names and shapes (N Gaussians, F latent channels):
+
+    means      [N, 3]     world position, metres
+    scales     [N, 3]     log of the standard deviations along the local axes, log(metres)
+    quats      [N, 4]     rotation quaternion (w, x, y, z), not necessarily normalised
+    opacities  [N]        logit of opacity
+    sh0        [N, 1, 3]  degree-0 spherical-harmonic colour coefficient (RGB = 0.5 + C0 * sh0)
+    features   [N, F]     language latents (present once the language field is enabled)
+
+Keeping the latents in the same dict means densify/prune operations of the mapper carry them along.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+
+SH_C0 = 0.28209479177387814  # Y_0^0, so rgb = 0.5 + SH_C0 * sh0 (the 3DGS / gsplat convention)
+GEOMETRY_KEYS = ("means", "scales", "quats", "opacities", "sh0")
+
+
+def rgb_to_sh0(rgb: torch.Tensor) -> torch.Tensor:
+    """``[..., 3]`` RGB in [0, 1] to the SH DC coefficient."""
+    return (rgb - 0.5) / SH_C0
+
+
+def sh0_to_rgb(sh0: torch.Tensor) -> torch.Tensor:
+    """SH DC coefficient to RGB (unclamped)."""
+    return sh0 * SH_C0 + 0.5
+
+
+class GaussianMap:
+    """A set of 3D Gaussians. ``params`` is a ``torch.nn.ParameterDict`` (see module doc for keys)."""
+
+    def __init__(self, params: Optional[Dict[str, torch.Tensor]] = None, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        if params is None:
+            params = {
+                "means": torch.zeros(0, 3),
+                "scales": torch.zeros(0, 3),
+                "quats": torch.zeros(0, 4),
+                "opacities": torch.zeros(0),
+                "sh0": torch.zeros(0, 1, 3),
+            }
+        self.params = torch.nn.ParameterDict(
+            {k: torch.nn.Parameter(v.detach().to(self.device, torch.float32).contiguous())
+             for k, v in params.items()})
+
+    @staticmethod
+    def from_points(points: torch.Tensor, rgb: torch.Tensor, scale: torch.Tensor | float,
+                    opacity: float = 0.1, device: str | torch.device = "cpu") -> "GaussianMap":
+        """Isotropic Gaussians at ``points`` ``[N, 3]`` (m) with colours ``rgb`` ``[N, 3]`` in [0, 1]
+        and standard deviation ``scale`` (m, scalar or ``[N]``)."""
+        n = points.shape[0]
+        scale = torch.as_tensor(scale, dtype=torch.float32).expand(n).clamp_min(1e-6)
+        quats = torch.zeros(n, 4)
+        quats[:, 0] = 1.0
+        op = torch.full((n,), float(opacity)).clamp(1e-4, 1 - 1e-4)
+        return GaussianMap({
+            "means": points.float(),
+            "scales": scale.log()[:, None].repeat(1, 3),
+            "quats": quats,
+            "opacities": torch.logit(op),
+            "sh0": rgb_to_sh0(rgb.float().clamp(0, 1))[:, None, :],
+        }, device=device)
+
+    def __len__(self) -> int:
+        return int(self.params["means"].shape[0])
+
+    @property
+    def has_features(self) -> bool:
+        return "features" in self.params
+
+    # Activated views (no copies of the graph beyond the activation itself).
+    @property
+    def means(self) -> torch.Tensor:
+        return self.params["means"]
+
+    @property
+    def quats(self) -> torch.Tensor:
+        """``[N, 4]`` unit quaternions (w, x, y, z)."""
+        return torch.nn.functional.normalize(self.params["quats"], dim=-1)
+
+    @property
+    def scales(self) -> torch.Tensor:
+        """``[N, 3]`` standard deviations, metres."""
+        return torch.exp(self.params["scales"])
+
+    @property
+    def opacities(self) -> torch.Tensor:
+        """``[N]`` opacity in (0, 1)."""
+        return torch.sigmoid(self.params["opacities"])
+
+    @property
+    def colors(self) -> torch.Tensor:
+        """``[N, 3]`` RGB (unclamped; the renderer composites it as is)."""
+        return sh0_to_rgb(self.params["sh0"][:, 0, :])
+
+    def to(self, device: str | torch.device) -> "GaussianMap":
+        return GaussianMap({k: v.data for k, v in self.params.items()}, device=device)
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        """Detached CPU copies of every parameter (for save files)."""
+        return {k: v.detach().cpu().clone() for k, v in self.params.items()}
+
+    @staticmethod
+    def from_state_dict(state: Dict[str, torch.Tensor], device: str | torch.device = "cpu") -> "GaussianMap":
+        missing = [k for k in GEOMETRY_KEYS if k not in state]
+        if missing:
+            raise ValueError(f"Gaussian state lacks {missing}")
+        return GaussianMap(state, device=device)
