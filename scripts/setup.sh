@@ -69,6 +69,17 @@ s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+#$PYINC#g" "$f"
   done_stamp cmakefix "$ROOT/requirements-ros.txt"
 fi
 
+step "tf2_msgs (built from ros_compat/ only where the ROS install lacks it)"
+if ! (cd /tmp && "$PY" -c "import tf2_msgs.msg" 2>/dev/null); then
+  mkdir -p "$ROOT/log"
+  AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV" "$VENV/bin/colcon" --log-base "$ROOT/log" build \
+    --merge-install --install-base "$VENV" --build-base "$ROOT/build" \
+    --base-paths "$ROOT/ros_compat/tf2_msgs" --packages-select tf2_msgs \
+    --cmake-args -DPython3_EXECUTABLE="$PY" -DBUILD_TESTING=OFF > "$ROOT/log/colcon_tf2_msgs.txt" 2>&1 \
+    || { tail -40 "$ROOT/log/colcon_tf2_msgs.txt"; fail "colcon build of tf2_msgs failed"; }
+  (cd /tmp && "$PY" -c "from tf2_msgs.msg import TFMessage") || fail "tf2_msgs does not import after its build"
+fi
+
 step "build the gags_ros package with colcon (interfaces + Python + launch + config)"
 BUILD_INPUTS=("$ROOT/package.xml" "$ROOT/CMakeLists.txt" "$ROOT"/msg/*.msg "$ROOT"/srv/*.srv
               "$ROOT"/launch/* "$ROOT"/config/* "$ROOT"/scripts/*_node)

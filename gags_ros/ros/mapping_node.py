@@ -14,18 +14,30 @@ import time
 from typing import Callable, Optional
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from geometry_msgs.msg import PoseStamped
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
+from tf2_msgs.msg import TFMessage
+from visualization_msgs.msg import MarkerArray
 
 from gags_ros.msg import MappingStatus, QueryTarget
 from gags_ros.srv import LoadMap, Query, SaveMap
 
 from ..core.config import ConfigError, GagsConfig
+from ..core.frame_sync import FrameAssembler
 from ..core.pipeline import GagsPipeline, NoMapError
+from ..core.tf_buffer import TransformBuffer
+from ..core.types import PoseError
 from ..core.worker import Worker
+from .conversions import (InputError, depth_from_msg, image_from_compressed, image_from_msg, intrinsics_from_msg,
+                          matrix_from_pose, matrix_from_transform, pointcloud2_to_msg, stamp_to_sec, target_markers)
 from .dds import ensure_profile_env
 from .params import declare_config
 
@@ -60,10 +72,123 @@ class MappingNode(Node):
         self.srv_reset = self.create_service(Trigger, "gags/reset_map", self._on_reset, callback_group=services)
 
         self.pub_status = self.create_publisher(MappingStatus, self.cfg.ros.status_topic, 10)
-        self.status_timer = self.create_timer(self.cfg.ros.status_period, self._publish_status,
-                                              callback_group=MutuallyExclusiveCallbackGroup())
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        latched = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.pub_markers = self.create_publisher(MarkerArray, self.cfg.ros.marker_topic, latched)
+        self.pub_cloud = self.create_publisher(PointCloud2, self.cfg.ros.cloud_topic, latched)
+        timers = MutuallyExclusiveCallbackGroup()
+        self.status_timer = self.create_timer(self.cfg.ros.status_period, self._publish_status, callback_group=timers)
+        if self.cfg.ros.cloud_period > 0:
+            self.cloud_timer = self.create_timer(self.cfg.ros.cloud_period, self._request_cloud, callback_group=timers)
+        self._cloud_pending = False
+        self._setup_inputs()
         self.get_logger().info(f"gags_mapping ready (device {self.cfg.device}, renderer "
                                f"{self.cfg.mapping.renderer}); services under {self.get_namespace()}gags/")
+
+    # ---- inputs -----------------------------------------------------------------------------
+    def _setup_inputs(self) -> None:
+        r = self.cfg.ros
+        sensor = QoSProfile(depth=r.qos_depth, history=HistoryPolicy.KEEP_LAST,
+                            reliability=ReliabilityPolicy.RELIABLE if r.qos_reliable else ReliabilityPolicy.BEST_EFFORT)
+        group = MutuallyExclusiveCallbackGroup()  # input order matters; callbacks are O(ms)
+        self.tf = TransformBuffer(cache_time=max(10.0, 20 * r.tf_timeout))
+        self.assembler = FrameAssembler(r, self.tf, max_pending=4 * r.frame_buffer)
+        self._throttle = {}
+        sub = lambda t, topic, cb, qos=sensor: self.create_subscription(t, topic, cb, qos, callback_group=group)  # noqa: E731
+        self.subs = [sub(Image, r.image_topic, self._on_image), sub(CameraInfo, r.camera_info_topic, self._on_info)]
+        if r.compressed_image_topic:
+            self.subs.append(sub(CompressedImage, r.compressed_image_topic, self._on_compressed))
+        if r.depth_topic:
+            self.subs.append(sub(Image, r.depth_topic, self._on_depth))
+        if r.pose_source == "tf":
+            tf_qos = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+            static_qos = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                                    durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            self.subs.append(sub(TFMessage, "/tf", lambda m: self._on_tf(m, False), tf_qos))
+            self.subs.append(sub(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), static_qos))
+        elif r.pose_source == "pose":
+            self.subs.append(sub(PoseStamped, r.pose_topic, self._on_pose))
+        else:
+            self.subs.append(sub(Odometry, r.pose_topic, self._on_pose))
+        self.sync_timer = self.create_timer(0.02, self._flush, callback_group=group)
+        self.callback_seconds = 0.0
+        self.callback_count = 0
+
+    def reject(self, what: str, reason: str) -> None:
+        """Count a refused input and log it, at most once per 5 s per reason kind."""
+        self.frames_rejected += 1
+        key = reason.split(":")[0][:40]
+        now = time.monotonic()
+        if now - self._throttle.get(key, -1e9) > 5.0:
+            self._throttle[key] = now
+            self.note(f"rejected {what}: {reason}", "warning")
+        else:
+            self.last_message = f"rejected {what}: {reason}"
+
+    def _offer(self, image, header: Header) -> None:
+        t0 = time.perf_counter()
+        reason = self.assembler.offer(image, stamp_to_sec(header.stamp), header.frame_id)
+        if reason is not None:
+            self.reject(f"image {stamp_to_sec(header.stamp):.3f}", reason)
+        self._flush()
+        self.callback_seconds += time.perf_counter() - t0
+
+    def _on_image(self, msg: Image) -> None:
+        t0 = time.perf_counter()
+        try:
+            image = image_from_msg(msg)
+        except InputError as e:
+            self.reject(f"image on {self.cfg.ros.image_topic}", str(e))
+            return
+        self.callback_count += 1
+        self.callback_seconds += time.perf_counter() - t0
+        self._offer(image, msg.header)
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        try:
+            image = image_from_compressed(msg)
+        except InputError as e:
+            self.reject(f"image on {self.cfg.ros.compressed_image_topic}", str(e))
+            return
+        self.callback_count += 1
+        self._offer(image, msg.header)
+
+    def _on_info(self, msg: CameraInfo) -> None:
+        try:
+            self.assembler.set_intrinsics(intrinsics_from_msg(msg))
+        except InputError as e:
+            self.reject("CameraInfo", str(e))
+
+    def _on_depth(self, msg: Image) -> None:
+        try:
+            self.assembler.add_depth(depth_from_msg(msg), stamp_to_sec(msg.header.stamp))
+        except InputError as e:
+            self.reject(f"depth on {self.cfg.ros.depth_topic}", str(e))
+
+    def _on_tf(self, msg: TFMessage, static: bool) -> None:
+        for t in msg.transforms:
+            what = f"TF {t.header.frame_id} -> {t.child_frame_id}"
+            try:
+                self.tf.set_transform(t.header.frame_id, t.child_frame_id, stamp_to_sec(t.header.stamp),
+                                      matrix_from_transform(t.transform), static=static)
+            except ValueError as e:
+                self.reject(what, str(e))
+
+    def _on_pose(self, msg) -> None:
+        pose = msg.pose.pose if isinstance(msg, Odometry) else msg.pose
+        try:
+            self.assembler.add_pose(matrix_from_pose(pose), stamp_to_sec(msg.header.stamp),
+                                    msg.header.frame_id or None)
+        except (InputError, PoseError, ValueError) as e:
+            self.reject(f"pose on {self.cfg.ros.pose_topic}", str(e))
+
+    def _flush(self) -> None:
+        ready, rejected = self.assembler.poll()
+        for name, reason in rejected:
+            self.reject(f"frame {name}", reason)
+        for f in ready:
+            self.worker.submit_frame(f)
 
     # ---- helpers ----------------------------------------------------------------------------
     def header(self) -> Header:
@@ -120,7 +245,23 @@ class MappingNode(Node):
         return response
 
     def on_query_answered(self, text: str, targets) -> None:
-        """Hook for publishers of query results (markers)."""
+        """Publish the targets as markers (latched) and the map cloud with this query's relevancy."""
+        self.pub_markers.publish(target_markers(targets, self.header(), text))
+        self._request_cloud()
+
+    def _request_cloud(self) -> None:
+        if self._cloud_pending or self.worker.pipeline is None:
+            return
+        self._cloud_pending = True
+        fut = self.worker.call_async(lambda p: p.cloud(self.cfg.ros.cloud_max_points))
+
+        def done(f):
+            self._cloud_pending = False
+            if f.exception() is None and f.result() is not None:
+                xyz, rgb, rel = f.result()
+                self.pub_cloud.publish(pointcloud2_to_msg(xyz, rgb, self.header(), rel))
+
+        fut.add_done_callback(done)
 
     def _on_save(self, request: SaveMap.Request, response: SaveMap.Response) -> SaveMap.Response:
         try:
@@ -176,7 +317,27 @@ class MappingNode(Node):
         return msg
 
     def _publish_status(self) -> None:
-        self.pub_status.publish(self.status_msg())
+        msg = self.status_msg()
+        self.pub_status.publish(msg)
+        self.pub_diag.publish(self.diagnostics(msg))
+
+    def diagnostics(self, s: MappingStatus) -> DiagnosticArray:
+        level = DiagnosticStatus.OK
+        summary = f"{s.state}: {s.keyframes} keyframes, {s.gaussians} Gaussians"
+        if s.frames_rejected or s.frames_dropped:
+            level = DiagnosticStatus.WARN
+            summary += f"; {s.frames_rejected} frames rejected, {s.frames_dropped} dropped"
+        if s.state == "error":
+            level, summary = DiagnosticStatus.ERROR, f"error: {s.message}"
+        values = {"keyframes": s.keyframes, "gaussians": s.gaussians, "mapping_steps": s.mapping_steps,
+                  "language_steps": s.language_steps, "frames_received": s.frames_received,
+                  "frames_dropped": s.frames_dropped, "frames_rejected": s.frames_rejected,
+                  "frames_waiting_for_pose": self.assembler.waiting, "queue_length": s.queue_length,
+                  "worker_load": f"{s.worker_load:.2f}", "last_message": s.message,
+                  "callback_ms_mean": f"{1e3 * self.callback_seconds / max(self.callback_count, 1):.2f}"}
+        st = DiagnosticStatus(level=level, name="gags_ros: mapping", message=summary, hardware_id=self.get_name(),
+                              values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        return DiagnosticArray(header=s.header, status=[st])
 
     def destroy_node(self):
         if hasattr(self, "worker"):  # absent when the configuration was refused in __init__

@@ -1,0 +1,144 @@
+"""Assemble posed frames from separately arriving images, intrinsics, depth and poses.
+
+ROS-free (numpy in, :class:`Frame` out) so the node stays a thin adapter and this logic is tested
+without rclpy. An image waits (bounded, at most ``tf_timeout`` seconds of wall time) for its pose at
+its own stamp and for a depth image within ``max_sync_offset``; anything that cannot be matched is
+rejected with a reason the node logs and counts. Poses from a PoseStamped / Odometry topic go into
+the same :class:`TransformBuffer` as TF, so both sources share interpolation and staleness checks.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import time
+from dataclasses import dataclass
+from typing import Callable, Deque, List, Optional, Tuple
+
+import numpy as np
+
+from .config import RosConfig
+from .tf_buffer import TransformBuffer, TransformError
+from .types import Frame, Intrinsics, PoseError, check_rigid
+
+POSE_TOPIC_FRAME = "gags_pose_topic_camera"  # child frame of poses that come from a topic
+
+
+@dataclass
+class _Pending:
+    image: np.ndarray
+    stamp: float
+    frame_id: str
+    arrived: float  # monotonic seconds
+    name: str
+
+
+class FrameAssembler:
+    """Matches images with intrinsics, depth and poses.
+
+    ``clock``: monotonic seconds (injectable for tests).
+    """
+
+    def __init__(self, cfg: RosConfig, tf: Optional[TransformBuffer] = None,
+                 clock: Callable[[], float] = time.monotonic, max_pending: int = 64):
+        self.cfg = cfg
+        self.tf = tf if tf is not None else TransformBuffer()
+        self.clock = clock
+        self.intrinsics: Optional[Intrinsics] = None
+        self._depth_stamps: List[float] = []
+        self._depths: List[np.ndarray] = []
+        self._pending: Deque[_Pending] = collections.deque()
+        self.max_pending = max_pending
+        self.dropped_waiting = 0
+
+    # ---- inputs -----------------------------------------------------------------------------
+    def set_intrinsics(self, intr: Intrinsics) -> None:
+        self.intrinsics = intr
+
+    def add_depth(self, depth: np.ndarray, stamp: float, keep: int = 30) -> None:
+        """Depth ``[H, W]`` float32 metres at ``stamp`` s; the last ``keep`` are kept for matching."""
+        i = bisect.bisect_left(self._depth_stamps, stamp)
+        self._depth_stamps.insert(i, stamp)
+        self._depths.insert(i, depth)
+        if len(self._depths) > keep:
+            del self._depth_stamps[0], self._depths[0]
+
+    def add_pose(self, T_world_cam: np.ndarray, stamp: float, parent: Optional[str] = None) -> None:
+        """A camera pose from a PoseStamped / Odometry topic (``parent`` = its header frame)."""
+        T = check_rigid(T_world_cam, f"pose at {stamp:.3f} s")
+        self.tf.set_transform(parent or self.cfg.world_frame, POSE_TOPIC_FRAME, stamp, T)
+
+    def offer(self, image: np.ndarray, stamp: float, frame_id: str, name: str = "") -> Optional[str]:
+        """Queue an ``[H, W, 3]`` uint8 image; returns a rejection reason now, or None when queued."""
+        if self.intrinsics is None:
+            return f"no CameraInfo received yet on '{self.cfg.camera_info_topic}'"
+        h, w = image.shape[:2]
+        if (w, h) != (self.intrinsics.width, self.intrinsics.height):
+            return (f"image is {w}x{h} but CameraInfo says {self.intrinsics.width}x{self.intrinsics.height}")
+        if len(self._pending) >= self.max_pending:
+            self._pending.popleft()
+            self.dropped_waiting += 1
+        self._pending.append(_Pending(image, stamp, frame_id, self.clock(), name or f"{stamp:.3f}"))
+        return None
+
+    # ---- matching ---------------------------------------------------------------------------
+    def _camera_frame(self, p: _Pending) -> str:
+        if self.cfg.pose_source != "tf":
+            return POSE_TOPIC_FRAME
+        return self.cfg.camera_frame or p.frame_id
+
+    def _depth_for(self, stamp: float) -> Tuple[Optional[np.ndarray], bool]:
+        """(depth, final): the closest depth within max_sync_offset; final=False while one may come."""
+        s = self._depth_stamps
+        if s:
+            i = bisect.bisect_left(s, stamp)
+            best = min((j for j in (i - 1, i) if 0 <= j < len(s)), key=lambda j: abs(s[j] - stamp))
+            if abs(s[best] - stamp) <= self.cfg.max_sync_offset:
+                return self._depths[best], True
+            if s[-1] > stamp + self.cfg.max_sync_offset:
+                return None, True  # newer depth already arrived: none will match
+        return None, False
+
+    def poll(self) -> Tuple[List[Frame], List[Tuple[str, str]]]:
+        """Frames now complete, and ``(name, reason)`` of frames given up on."""
+        ready: List[Frame] = []
+        rejected: List[Tuple[str, str]] = []
+        now = self.clock()
+        keep: Deque[_Pending] = collections.deque()
+        while self._pending:
+            p = self._pending.popleft()
+            expired = now - p.arrived > self.cfg.tf_timeout
+            depth = None
+            if self.cfg.depth_topic:
+                depth, final = self._depth_for(p.stamp)
+                if depth is None:
+                    if final or expired:
+                        rejected.append((p.name, f"no depth image within {self.cfg.max_sync_offset} s of the "
+                                                  f"colour stamp {p.stamp:.3f} s"))
+                    else:
+                        keep.append(p)
+                    continue
+                if depth.shape != p.image.shape[:2]:
+                    rejected.append((p.name, f"depth is {depth.shape[1]}x{depth.shape[0]} but the colour image is "
+                                              f"{p.image.shape[1]}x{p.image.shape[0]}"))
+                    continue
+            try:
+                T = self.tf.lookup(self.cfg.world_frame, self._camera_frame(p), p.stamp)
+                T = check_rigid(T, f"pose of {p.name}")
+            except TransformError as e:
+                if e.kind in ("future", "unknown_frame", "not_connected") and not expired:
+                    keep.append(p)  # the pose may still arrive
+                else:
+                    rejected.append((p.name, f"no pose: {e}"))
+                continue
+            except PoseError as e:
+                rejected.append((p.name, str(e)))
+                continue
+            ready.append(Frame(image=p.image, T_world_cam=T, intrinsics=self.intrinsics, depth=depth,
+                               stamp=p.stamp, name=p.name))
+        self._pending = keep
+        return ready, rejected
+
+    @property
+    def waiting(self) -> int:
+        return len(self._pending)
