@@ -117,11 +117,18 @@ class TeacherConfig:
     mask_nms_iou: float = param(0.8, "Mask NMS: IoU above which the lower-scored mask is dropped",
                                 lo=0.0, hi=1.0)
     mask_nms_score: float = param(0.7, "Mask NMS: minimum score kept", lo=0.0, hi=1.0)
-    mask_nms_containment: float = param(0.5, "Mask NMS: containment above which the lower-scored mask "
-                                        "is dropped", lo=0.0, hi=1.0)
+    mask_nms_containment: float = param(0.5, "Mask NMS: a mask nested in another of its level (see "
+                                        "mask_nms_inside) is dropped when it covers less than this "
+                                        "fraction of that mask", lo=0.0, hi=1.0)
+    mask_nms_inside: float = param(0.85, "Mask NMS: a mask with at least this fraction of its area inside "
+                                   "another mask of its level counts as nested in it (dropped when it "
+                                   "also covers less than mask_nms_containment of that mask)",
+                                   lo=0.0, hi=1.0)
     min_mask_area: int = param(100, "Masks smaller than this are dropped", unit="px", lo=0, hi=1_000_000)
     max_image_height: int = param(1080, "Keyframes taller than this are downscaled for SAM", unit="px",
                                   lo=64, hi=8192)
+    half_precision: bool = param(True, "On CUDA, SAM runs under bfloat16 autocast and CLIP in float16 "
+                                 "(CPU always float32)", read_only=True)
     clip_model: str = param("ViT-B-16", "open_clip model name", read_only=True)
     clip_pretrained: str = param("laion2b_s34b_b88k", "open_clip pretrained tag or path of a local "
                                  "weights file; empty = random initialisation (no semantics)",
@@ -153,6 +160,9 @@ class LanguageConfig:
                                     unit="steps", lo=0, hi=100_000)
     total_steps: int = param(30_000, "Length of the schedule (second half switches losses)", unit="steps",
                              lo=1, hi=10_000_000)
+    precision: str = param("auto", "Arithmetic of the decoders during distillation: auto (bfloat16 "
+                           "autocast on CUDA, float32 elsewhere), float32, bfloat16 or float16",
+                           choices=["auto", "float32", "bfloat16", "float16"])
 
 
 @dataclass
@@ -176,6 +186,11 @@ class QueryConfig:
     chunk_size: int = param(1_000_000, "Gaussians decoded per chunk", unit="Gaussians", lo=1_000,
                             hi=100_000_000)
     max_text_length: int = param(256, "Longest accepted query text", unit="characters", lo=1, hi=100_000)
+    min_opacity: float = param(0.05, "Gaussians less opaque than this are never selected (their latents "
+                               "are barely supervised)", lo=0.0, hi=1.0)
+    decode_precision: str = param("auto", "Arithmetic of the feature decoder over all Gaussians: auto "
+                                  "(bfloat16 autocast on CUDA, float32 elsewhere), float32, bfloat16 or "
+                                  "float16", choices=["auto", "float32", "bfloat16", "float16"])
 
 
 @dataclass

@@ -1,0 +1,183 @@
+"""Per-keyframe teacher: prompts -> three levels of masks -> one embedding per mask -> compact output.
+
+:class:`KeyframeTeacher` turns a keyframe into a :class:`~gags_ros.core.teachers.base.TeacherOutput`
+(three level maps of mask ids plus ``[M, dim]`` float16 embeddings) and records seconds per stage;
+:class:`TeacherCache` keeps the outputs the distillation reads; :func:`build_teacher` builds the
+configured segmenter and embedder.
+
+Level maps: where masks of one level overlap, a pixel takes the id of the smallest covering mask.
+After the per-level NMS the remaining overlaps are partial or loose nestings; painting the smaller
+mask on top keeps every surviving mask visible in its level map (the larger one still owns the rest
+of its area), whereas "highest score wins" can erase a small object entirely under a confident large
+mask. GAGS paints its level maps the same way (largest first).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional
+
+import torch
+
+from ..types import Frame
+from .base import LEVELS, Embedder, LevelMasks, Segmenter, TeacherOutput
+from .prompts import PromptSampler
+
+
+class StageTimer:
+    """Wall-clock seconds per named stage, accumulated; synchronises CUDA around each stage so that
+    asynchronous kernels are charged to the stage that launched them."""
+
+    def __init__(self, device: str | torch.device):
+        self.device = torch.device(device)
+        self.seconds: Dict[str, float] = {}
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self._sync()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+def paint_level(masks: torch.Tensor, first_id: int = 0, chunk: int = 64) -> torch.Tensor:
+    """``[H, W]`` int32 map: id ``first_id + i`` of the smallest mask ``i`` covering each pixel, -1 where
+    none does. ``masks``: ``[M, H, W]`` bool. Ties in area go to the lower index (the segmenters list
+    a level's masks best score first)."""
+    m, h, w = masks.shape
+    best = torch.full((h, w), -1, dtype=torch.int32, device=masks.device)
+    if m == 0:
+        return best
+    # rank 0 = largest (among equal areas, the highest index); a covering mask of higher rank wins.
+    index = torch.arange(m, device=masks.device)
+    order = torch.argsort(masks.sum((1, 2)) * m + index, descending=True)
+    rank = torch.arange(m, dtype=torch.int32, device=masks.device)
+    for c in range(0, m, chunk):
+        sel = masks[order[c:c + chunk]]
+        best = torch.maximum(best, torch.where(sel, rank[c:c + chunk, None, None], -1).amax(0))
+    ids = order.to(torch.int32) + first_id
+    return torch.where(best >= 0, ids[best.clamp_min(0).long()], -1)
+
+
+class KeyframeTeacher:
+    """Prompts (Eq. 1) -> :class:`Segmenter` -> :class:`Embedder` -> :class:`TeacherOutput`.
+
+    ``cfg``: the root :class:`~gags_ros.core.config.GagsConfig` (``teacher`` section and ``seed``).
+    After each :meth:`process`, ``timings`` holds seconds per stage (``prompts``, then whatever the
+    segmenter and embedder report: for SAM + CLIP ``image_encoder``, ``decoder``, ``filtering_nms``,
+    ``crops``, ``clip``; then ``level_maps`` and ``total``) and ``stats`` the prompt and mask counts.
+    """
+
+    def __init__(self, cfg, segmenter: Segmenter, embedder: Embedder, device: str | torch.device):
+        self.cfg = cfg
+        self.segmenter = segmenter
+        self.embedder = embedder
+        self.device = torch.device(device)
+        self.sampler = PromptSampler(cfg.teacher, cfg.seed)
+        self.timings: Dict[str, float] = {}
+        self.stats: Dict[str, int] = {}
+
+    def process(self, frame: Frame, depth=None, min_depth=None, density=None,
+                keyframe: int = -1) -> TeacherOutput:
+        """Teacher output of one keyframe. Its level maps have the size of the segmenter's masks
+        (SAM: the keyframe, downscaled to at most ``max_image_height``).
+
+        depth:     ``[H, W]`` rendered depth of this view (metres); None -> ``frame.depth``, else the
+                   constant-depth stand-in (see :mod:`.prompts`).
+        min_depth: ``[H, W]`` D_min splatted from :class:`~.prompts.MinDepthRecord`; None -> D.
+        density:   ``[H, W]`` projected Gaussians per pixel; None -> uniform inside patches.
+        keyframe:  mapper's keyframe index (seeds the prompt sampling, tags the output).
+        """
+        timer = StageTimer(self.device)
+        h, w = frame.image.shape[:2]
+        with timer("total"):
+            with timer("prompts"):
+                prompts = self.sampler.sample(h, w, frame.depth if depth is None else depth,
+                                              min_depth, density, key=max(keyframe, 0))
+            levels: List[LevelMasks] = self.segmenter.segment(frame, prompts.points)
+            masks = torch.cat([lv.masks.to(self.device) for lv in levels])
+            embeddings = self.embedder.embed_masks(frame, masks)
+            with timer("level_maps"):
+                maps, first = [], 0
+                for lv in levels:
+                    maps.append(paint_level(lv.masks.to(self.device), first))
+                    first += lv.masks.shape[0]
+                out = TeacherOutput(torch.stack(maps), embeddings.to(torch.float16), keyframe)
+        t = timer.seconds
+        self.timings = {"prompts": t["prompts"], **getattr(self.segmenter, "timings", {}),
+                        **getattr(self.embedder, "timings", {}), "level_maps": t["level_maps"],
+                        "total": t["total"]}
+        self.stats = {"prompts": len(prompts),
+                      **{f"masks_{n}": int(lv.masks.shape[0]) for n, lv in zip(LEVELS, levels)}}
+        return out
+
+
+class TeacherCache:
+    """Teacher outputs by keyframe index, at most ``capacity``; the least recently used goes first."""
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = int(capacity)
+        self._items: "OrderedDict[int, TeacherOutput]" = OrderedDict()
+
+    def put(self, keyframe: int, output: TeacherOutput) -> None:
+        self._items[keyframe] = output
+        self._items.move_to_end(keyframe)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def get(self, keyframe: int) -> Optional[TeacherOutput]:
+        out = self._items.get(keyframe)
+        if out is not None:
+            self._items.move_to_end(keyframe)
+        return out
+
+    def __contains__(self, keyframe: int) -> bool:
+        return keyframe in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def keys(self) -> List[int]:
+        """Cached keyframe indices, least recently used first."""
+        return list(self._items)
+
+
+def build_teacher(cfg, device: str | torch.device, sim_labels: Optional[dict] = None) -> KeyframeTeacher:
+    """The teacher ``cfg.teacher.segmenter`` names, on ``device``.
+
+    ``sam``: :class:`~.sam.SamSegmenter` + :class:`~.clip.ClipEmbedder` from the configured models.
+    ``sim``: the simulation's label-grounded teacher from ``gags_ros.core.sim.teacher`` (the embedder
+    shares the segmenter's memo); ``sim_labels`` is the dataset's ``labels.json`` content.
+    """
+    kind = cfg.teacher.segmenter
+    if kind == "sam":
+        from .clip import ClipEmbedder
+        from .sam import SamSegmenter
+
+        segmenter = SamSegmenter.from_config(cfg.teacher, device)
+        embedder = ClipEmbedder.from_config(cfg.teacher, device, cfg.query.canonical_phrases)
+    elif kind == "sim":
+        module = "gags_ros.core.sim.teacher"
+        try:
+            from ..sim.teacher import SimEmbedder, SimSegmenter
+        except ModuleNotFoundError as e:
+            if not (e.name or "").startswith("gags_ros.core.sim"):
+                raise
+            raise ImportError(f"teacher.segmenter='sim' needs {module} (SimSegmenter, SimEmbedder), "
+                              f"which this installation does not have") from e
+        segmenter = SimSegmenter(cfg=cfg, device=device)
+        embedder = SimEmbedder(sim_labels, cfg=cfg, device=device, segmenter=segmenter)
+    else:
+        raise ValueError(f"teacher.segmenter={kind!r}: expected 'sam' or 'sim'")
+    return KeyframeTeacher(cfg, segmenter, embedder, device)

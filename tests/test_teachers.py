@@ -1,0 +1,328 @@
+"""SAM segmenter, CLIP embedder and the keyframe teacher, with tiny random models of the real classes."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from gags_ros.core.config import GagsConfig
+from gags_ros.core.teachers import (LEVELS, KeyframeTeacher, LevelMasks, TeacherCache, TeacherOutput,
+                                    build_teacher)
+from gags_ros.core.teachers.clip import ClipEmbedder, ClipWeightsError, build_tiny_clip, load_clip, mask_crops
+from gags_ros.core.teachers.pipeline import paint_level
+from gags_ros.core.teachers.sam import (SAM_CHECKPOINT_URLS, CheckpointNotFoundError, SamSegmenter,
+                                        build_tiny_sam, load_sam, mask_nms)
+from gags_ros.core.types import Frame, Intrinsics
+
+
+def box_mask(h, w, y0, y1, x0, x1):
+    m = torch.zeros(h, w, dtype=torch.bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def frame(h=96, w=128, seed=0):
+    img = (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
+    return Frame(img, np.eye(4), Intrinsics(100.0, 100.0, w / 2, h / 2, w, h))
+
+
+# ---- mask NMS ------------------------------------------------------------------------------------
+
+def test_mask_nms_iou():
+    a = box_mask(40, 40, 0, 10, 0, 10)
+    b = box_mask(40, 40, 0, 10, 0, 9)  # IoU 0.9 with a
+    c = box_mask(40, 40, 0, 10, 5, 15)  # IoU 1/3 with a
+    keep = mask_nms(torch.stack([a, b, c]), torch.tensor([0.8, 0.9, 0.75]))
+    assert keep.tolist() == [1, 2]  # b outscores a and suppresses it; c overlaps too little
+    keep = mask_nms(torch.stack([a, b]), torch.tensor([0.8, 0.9]), iou_thresh=0.95)
+    assert keep.tolist() == [1, 0]
+
+
+def test_mask_nms_containment():
+    big = box_mask(40, 40, 0, 20, 0, 20)  # 400 px
+    small = box_mask(40, 40, 2, 6, 2, 6)  # 16 px, all inside big, 4 % of it: nested -> dropped
+    half = box_mask(40, 40, 0, 20, 0, 12)  # 240 px inside big, 60 % of it: kept (IoU 0.6 < 0.8)
+    keep = mask_nms(torch.stack([big, small, half]), torch.tensor([0.75, 0.95, 0.8]))
+    assert keep.tolist() == [2, 0]  # the nested mask goes whatever its score
+    keep = mask_nms(torch.stack([big, small]), torch.tensor([0.75, 0.95]), containment=0.01)
+    assert keep.tolist() == [1, 0]
+    # Mostly (but < 85 %) inside: not nested.
+    straddle = box_mask(40, 40, 15, 25, 0, 4)  # 40 px, 20 inside big
+    assert sorted(mask_nms(torch.stack([big, straddle]), torch.tensor([0.8, 0.8])).tolist()) == [0, 1]
+
+
+def test_mask_nms_score_threshold_and_fallback():
+    masks = torch.stack([box_mask(40, 40, 0, 5, 5 * i, 5 * i + 4) for i in range(5)])
+    keep = mask_nms(masks, torch.tensor([0.9, 0.6, 0.71, 0.7, 0.95]))
+    assert keep.tolist() == [4, 0, 2]  # score must exceed 0.7; best first
+    keep = mask_nms(masks, torch.tensor([0.1, 0.5, 0.3, 0.2, 0.4]))
+    assert keep.tolist() == [1, 4, 2]  # nothing passes: the three best stay
+    assert mask_nms(masks[:0], torch.zeros(0)).numel() == 0
+
+
+# ---- crops ---------------------------------------------------------------------------------------
+
+def two_colour_image(h=64, w=64):
+    img = torch.zeros(3, h, w)
+    img[2] = 1.0  # blue everywhere
+    return img
+
+
+def test_crop_of_a_square_mask_is_its_content():
+    img = two_colour_image()
+    img[:, 16:32, 8:24] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]  # red square under the mask
+    crop = mask_crops(img, box_mask(64, 64, 16, 32, 8, 24)[None], 32)[0]
+    assert crop.shape == (3, 32, 32)
+    inner = crop[:, 1:-1, 1:-1]
+    assert torch.allclose(inner, torch.tensor([1.0, 0, 0])[:, None, None])  # content fills the crop
+    assert crop[2].max() < 0.5  # blue outside the mask never dominates (border bins blend < 1/2)
+
+
+def test_crop_pads_to_square_with_black_and_masks_the_box():
+    img = two_colour_image()
+    img[0] = 1.0  # magenta everywhere: any visible pixel has red = 1
+    tall = box_mask(64, 64, 10, 26, 20, 28)  # 16 tall, 8 wide -> square of 16 centred on x = 24
+    crop = mask_crops(img, tall[None], 32)[0]
+    assert crop[:, :, :7].abs().max() == 0 and crop[:, :, 25:].abs().max() == 0  # padding is black
+    assert torch.all(crop[0, 1:-1, 9:23] == 1.0)  # the mask's 8 columns map to crop columns 8..24
+    ell = box_mask(64, 64, 0, 16, 0, 4) | box_mask(64, 64, 12, 16, 0, 16)  # L shape, box 16 x 16
+    crop = mask_crops(img, ell[None], 16)[0]
+    assert crop[:, :11, 5:].abs().max() == 0  # inside the box but outside the mask: black
+    assert torch.all(crop[0, 13:, :] == 1.0) and torch.all(crop[0, :, :3] == 1.0)
+    edge = box_mask(64, 64, 0, 4, 0, 16)  # at the image border: square box runs outside the image
+    crop = mask_crops(img, edge[None], 16)[0]
+    assert crop[:, :5].abs().max() == 0 and crop[:, 11:].abs().max() == 0
+    assert torch.all(crop[0, 6:10] == 1.0)
+
+
+# ---- models --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    return build_tiny_clip()
+
+
+@pytest.fixture(scope="module")
+def tiny_sam():
+    return build_tiny_sam()
+
+
+def test_clip_embeddings_and_text_cache(tiny_clip):
+    model, tok = tiny_clip
+    calls = []
+
+    def counting_tokenizer(texts):
+        calls.append(list(texts))
+        return tok(texts)
+
+    emb = ClipEmbedder(model, counting_tokenizer, "cpu", crop_size=32, batch=3)
+    assert calls == [["object", "things", "stuff", "texture"]]  # canonical phrases cached at start
+    t = emb.embed_text(["a mug", "object", "a mug"])
+    assert t.shape == (3, emb.dim) and torch.equal(t[0], t[2])
+    assert calls[1:] == [["a mug"]]
+    emb.embed_text(["a mug", "stuff"])
+    assert len(calls) == 2
+    fr = frame(48, 64)
+    masks = torch.stack([box_mask(48, 64, 0, 10, 0, 10), box_mask(48, 64, 5, 40, 20, 60),
+                         box_mask(48, 64, 30, 48, 0, 64), box_mask(48, 64, 0, 48, 0, 64)])
+    e = emb.embed_masks(fr, masks)
+    assert e.shape == (4, emb.dim) and e.dtype == torch.float32
+    assert torch.allclose(e.norm(dim=1), torch.ones(4), atol=1e-5)
+    assert set(emb.timings) == {"crops", "clip"}
+    # Batching does not change results; masks at a smaller working size resize the image.
+    single = ClipEmbedder(model, tok, "cpu", crop_size=32, batch=1).embed_masks(fr, masks)
+    assert torch.allclose(e, single, atol=1e-5)
+    small = emb.embed_masks(fr, masks[:, ::2, ::2])
+    assert small.shape == (4, emb.dim)
+
+
+def test_sam_levels_are_ordered_by_area(tiny_sam):
+    cfg = GagsConfig().teacher
+    seg = SamSegmenter(tiny_sam, cfg, "cpu")
+    x = seg.transform.apply_image_torch(torch.rand(1, 3, 48, 64) * 255)
+    emb = tiny_sam.image_encoder(tiny_sam.preprocess(x))
+    pts = torch.rand(20, 2) * torch.tensor([64.0, 48.0])
+    low, iou = seg._decode(emb, tiny_sam.prompt_encoder.get_dense_pe(), pts, (48, 64))
+    assert low.shape[:2] == (20, 3) and iou.shape == (20, 3)
+    area = (low > tiny_sam.mask_threshold).sum((-1, -2))
+    assert torch.all(area[:, 0] <= area[:, 1]) and torch.all(area[:, 1] <= area[:, 2])
+
+
+def test_sam_segment_shapes_and_working_size(tiny_sam):
+    cfg = GagsConfig().teacher
+    cfg.pred_iou_thresh = cfg.stability_score_thresh = 0.0
+    cfg.min_mask_area, cfg.max_image_height, cfg.prompt_batch = 10, 64, 7
+    seg = SamSegmenter(tiny_sam, cfg, "cpu")
+    fr = frame(96, 128)
+    levels = seg.segment(fr, np.random.default_rng(0).random((30, 2)) * [128, 96])
+    assert len(levels) == 3
+    for lv in levels:
+        assert lv.masks.dtype == torch.bool and lv.masks.shape[1:] == (64, 85)  # 96 -> 64 high
+        assert lv.scores.shape == lv.masks.shape[:1]
+        assert (lv.masks.sum((1, 2)) >= 10).all()
+    assert seg.stats["prompts"] == 30 and seg.stats["masks_filtered"] >= seg.stats["masks_box_nms"]
+    assert set(seg.timings) == {"image_encoder", "decoder", "filtering_nms"}
+    none = seg.segment(fr, np.zeros((0, 2)))
+    assert all(lv.masks.shape == (0, 64, 85) for lv in none)
+
+
+class FixedSegmenter:
+    """Hand-made masks: subpart {a, b}, part {c}, whole {}."""
+
+    def __init__(self, h, w):
+        a = box_mask(h, w, 0, 10, 0, 10)
+        b = box_mask(h, w, 5, 15, 5, 15)  # overlaps a; same size -> lower index wins the overlap
+        c = box_mask(h, w, 0, 30, 0, 30)
+        self.levels = [LevelMasks(torch.stack([a, b]), torch.ones(2)), LevelMasks(c[None], torch.ones(1)),
+                       LevelMasks(torch.zeros(0, h, w, dtype=torch.bool), torch.zeros(0))]
+        self.points = None
+
+    def segment(self, frame, points=None):
+        self.points = points
+        return self.levels
+
+
+def test_paint_level_smallest_wins():
+    big = box_mask(20, 20, 0, 20, 0, 20)
+    small = box_mask(20, 20, 5, 8, 5, 8)
+    ids = paint_level(torch.stack([small, big]), first_id=10)
+    assert ids.dtype == torch.int32 and (ids[5:8, 5:8] == 10).all() and (ids[~small] == 11).all()
+    ids = paint_level(torch.stack([big, small]))
+    assert (ids[5:8, 5:8] == 1).all() and (ids[0, 0] == 0)
+    assert (paint_level(torch.zeros(0, 4, 4, dtype=torch.bool)) == -1).all()
+
+
+def test_keyframe_teacher_level_maps(tiny_clip):
+    cfg = GagsConfig()
+    cfg.teacher.max_prompts = 50
+    seg = FixedSegmenter(40, 60)
+    emb = ClipEmbedder(*tiny_clip, "cpu", crop_size=32)
+    teacher = KeyframeTeacher(cfg, seg, emb, "cpu")
+    out = teacher.process(frame(40, 60), keyframe=4)
+    assert isinstance(out, TeacherOutput) and out.keyframe == 4
+    assert out.level_ids.shape == (3, 40, 60) and out.level_ids.dtype == torch.int32
+    assert out.embeddings.shape == (3, emb.dim) and out.embeddings.dtype == torch.float16
+    sub, part, whole = out.level_ids
+    assert (sub[0:5, 0:10] == 0).all() and (sub[10:15, 5:15] == 1).all() and (sub[5:10, 5:10] == 0).all()
+    assert (sub[20:, :] == -1).all() and (part[:30, :30] == 2).all() and (part[30:] == -1).all()
+    assert (whole == -1).all()
+    assert seg.points.shape == (50, 2)  # the capped prompts reached the segmenter
+    assert teacher.stats == {"prompts": 50, "masks_subpart": 2, "masks_part": 1, "masks_whole": 0}
+    assert {"prompts", "crops", "clip", "level_maps", "total"} <= set(teacher.timings)
+    dense = out.level_features(1)
+    assert dense.shape == (40, 60, emb.dim) and torch.all(dense[35, 35] == 0)
+
+
+def test_keyframe_teacher_end_to_end_tiny_models(tiny_sam, tiny_clip):
+    cfg = GagsConfig()
+    t = cfg.teacher
+    t.max_prompts, t.prompt_batch, t.min_mask_area = 64, 32, 20
+    t.pred_iou_thresh = t.stability_score_thresh = 0.0  # random models: let masks through
+    t.mask_nms_score = 0.0
+    seg, emb = SamSegmenter(tiny_sam, t, "cpu"), ClipEmbedder(*tiny_clip, "cpu", 32, 16)
+    teacher = KeyframeTeacher(cfg, seg, emb, "cpu")
+    fr = frame(60, 80)
+    out = teacher.process(fr, depth=np.full((60, 80), 2.0, np.float32),
+                          min_depth=np.full((60, 80), 1.0, np.float32), keyframe=1)
+    m = out.embeddings.shape[0]
+    counts = [teacher.stats[f"masks_{n}"] for n in LEVELS]
+    assert sum(counts) == m > 0 and out.level_ids.shape == (3, 60, 80)
+    first = 0
+    for k, n in enumerate(counts):  # each level's ids index its own block of embeddings
+        ids = out.level_ids[k]
+        used = ids[ids >= 0]
+        assert ids.min() >= -1 and (used >= first).all() and (used < first + n).all()
+        first += n
+    assert torch.allclose(out.embeddings.float().norm(dim=1), torch.ones(m), atol=1e-2)
+    expected = {"prompts", "image_encoder", "decoder", "filtering_nms", "crops", "clip", "level_maps"}
+    assert set(teacher.timings) == expected | {"total"} and teacher.stats["prompts"] == 64
+
+
+def test_teacher_cache_is_bounded_lru():
+    cache = TeacherCache(2)
+    outs = [TeacherOutput(torch.zeros(3, 2, 2, dtype=torch.int32), torch.zeros(0, 4), k) for k in range(3)]
+    cache.put(0, outs[0])
+    cache.put(1, outs[1])
+    assert cache.get(0) is outs[0]  # 0 is now the most recent
+    cache.put(2, outs[2])
+    assert 1 not in cache and cache.keys() == [0, 2] and len(cache) == 2 and cache.get(1) is None
+    with pytest.raises(ValueError):
+        TeacherCache(0)
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------
+
+def test_missing_sam_checkpoint_names_file_and_downloads(tmp_path):
+    path = tmp_path / "sam_vit_b.pth"
+    with pytest.raises(CheckpointNotFoundError) as e:
+        load_sam("vit_b", str(path), "cpu")
+    msg = str(e.value)
+    assert str(path) in msg and "teacher.sam_checkpoint" in msg
+    assert all(url in msg for url in SAM_CHECKPOINT_URLS.values())
+
+
+def test_missing_clip_weights_are_explained(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    with pytest.raises(ClipWeightsError, match="weights file not found: .*missing.bin"):
+        load_clip("ViT-B-16", str(tmp_path / "missing.bin"), "cpu")
+    with pytest.raises(ClipWeightsError, match="neither a file nor an open_clip tag"):
+        load_clip("ViT-B-16", "no_such_tag", "cpu")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    with pytest.raises(ClipWeightsError, match="laion2b_s34b_b88k.*not in the local cache.*clip_pretrained"):
+        load_clip("ViT-B-16", "laion2b_s34b_b88k", "cpu")
+
+
+def test_sim_teacher_missing_module_is_named(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gags_ros.core.sim.teacher", None)
+    cfg = GagsConfig()
+    cfg.teacher.segmenter = "sim"
+    with pytest.raises(ImportError, match="gags_ros.core.sim.teacher"):
+        build_teacher(cfg, "cpu")
+
+
+def test_build_teacher_sim():
+    from gags_ros.core.sim.teacher import SimEmbedder, SimSegmenter
+
+    cfg = GagsConfig()
+    cfg.teacher.segmenter = "sim"
+    teacher = build_teacher(cfg, "cpu", sim_labels={"whole": {"1": "mug"}})
+    assert isinstance(teacher.segmenter, SimSegmenter) and isinstance(teacher.embedder, SimEmbedder)
+    assert teacher.embedder.segmenter is teacher.segmenter
+
+
+@pytest.mark.slow
+def test_build_teacher_real_architectures_random_init():
+    cfg = GagsConfig()
+    cfg.teacher.sam_model = "vit_b"  # vit_h is 2.5 GB: the GPU benchmark builds that one
+    cfg.teacher.clip_pretrained = ""  # random init: no weights can be had here
+    teacher = build_teacher(cfg, "cpu")
+    assert teacher.embedder.dim == 512
+    assert sum(p.numel() for p in teacher.segmenter.sam.parameters()) > 90e6
+    assert teacher.embedder.embed_text(["object"]).shape == (1, 512)
+
+
+@pytest.mark.slow
+def test_benchmark_quick_mode_runs(capsys):
+    from bench.teacher import main
+
+    assert main(["--device", "cpu", "--quick", "--keyframes", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "16 prompts] total" in out and "48 prompts] total" in out
+
+
+@pytest.mark.gpu
+def test_keyframe_teacher_on_cuda(tiny_clip):
+    cfg = GagsConfig()
+    t = cfg.teacher
+    t.max_prompts, t.prompt_batch = 64, 32
+    t.pred_iou_thresh = t.stability_score_thresh = t.mask_nms_score = 0.0
+    model, tok = tiny_clip
+    teacher = KeyframeTeacher(cfg, SamSegmenter(build_tiny_sam("cuda"), t, "cuda"),
+                              ClipEmbedder(model.to("cuda").half(), tok, "cuda", 32), "cuda")
+    out = teacher.process(frame(60, 80), depth=np.full((60, 80), 2.0, np.float32), keyframe=0)
+    m = out.embeddings.shape[0]
+    assert out.level_ids.is_cuda and out.level_ids.shape == (3, 60, 80) and out.level_ids.dtype == torch.int32
+    assert out.embeddings.dtype == torch.float16 and m == sum(teacher.stats[f"masks_{n}"] for n in LEVELS)
+    assert int(out.level_ids.max()) < m
