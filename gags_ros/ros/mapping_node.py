@@ -135,23 +135,21 @@ class MappingNode(Node):
         self.callback_seconds += time.perf_counter() - t0
 
     def _on_image(self, msg: Image) -> None:
-        t0 = time.perf_counter()
-        try:
-            image = image_from_msg(msg)
-        except InputError as e:
-            self.reject(f"image on {self.cfg.ros.image_topic}", str(e))
-            return
-        self.callback_count += 1
-        self.callback_seconds += time.perf_counter() - t0
-        self._offer(image, msg.header)
+        self._on_any_image(msg, image_from_msg, self.cfg.ros.image_topic)
 
     def _on_compressed(self, msg: CompressedImage) -> None:
-        try:
-            image = image_from_compressed(msg)
-        except InputError as e:
-            self.reject(f"image on {self.cfg.ros.compressed_image_topic}", str(e))
-            return
+        self._on_any_image(msg, image_from_compressed, self.cfg.ros.compressed_image_topic)
+
+    def _on_any_image(self, msg, convert, topic: str) -> None:
         self.callback_count += 1
+        t0 = time.perf_counter()
+        try:
+            image = convert(msg)
+        except InputError as e:
+            self.reject(f"image on {topic}", str(e))
+            return
+        finally:
+            self.callback_seconds += time.perf_counter() - t0
         self._offer(image, msg.header)
 
     def _on_info(self, msg: CameraInfo) -> None:
@@ -309,8 +307,8 @@ class MappingNode(Node):
                             teacher_keyframes=int(s.get("teacher_keyframes", 0)),
                             loss_rgb=float(s.get("loss_rgb", float("nan"))),
                             loss_language=float(s.get("loss_language", float("nan"))),
-                            frames_received=self.worker.frames.received,
-                            frames_dropped=self.worker.frames.dropped,
+                            frames_received=self.callback_count,
+                            frames_dropped=self.worker.frames.dropped + self.assembler.dropped_waiting,
                             frames_rejected=self.frames_rejected,
                             queue_length=len(self.worker.frames),
                             worker_load=float(min(max(load, 0.0), 1.0)))
