@@ -197,3 +197,24 @@ def test_works_on_rendered_scenes():
         assert out.shape == (masks.shape[0], TEXT_DIM)
         for info in emb.provenance(fr, masks.numpy()):
             assert scene.labels[info.source][info.id]
+
+
+def test_frames_without_masks_get_them_ray_cast_from_the_scene():
+    """Over ROS topics frames carry no ground truth: the teacher ray-casts it from the scene."""
+    import dataclasses
+
+    from gags_ros.core.sim.dataset import PRESETS, scene_frames
+    from gags_ros.core.sim.scene import make_scene
+    from gags_ros.core.sim.teacher import SimSegmenter
+
+    scene = make_scene(3)
+    frame = next(iter(scene_frames(scene, PRESETS["small"])))
+    bare = dataclasses.replace(frame, masks=None)
+    with_gt = SimSegmenter(seed=1).segment(frame)
+    from_scene = SimSegmenter(seed=1, scene=scene).segment(bare)
+    for a, b in zip(with_gt, from_scene):
+        assert torch.equal(a.masks, b.masks)
+    for lv in ("whole", "part", "subpart"):
+        np.testing.assert_array_equal(bare.masks[lv], frame.masks[lv])
+    with pytest.raises(ValueError, match="ground-truth masks"):
+        SimSegmenter(seed=1).segment(dataclasses.replace(frame, masks=None))

@@ -97,6 +97,9 @@ class TeacherConfig:
 
     segmenter: str = param("sam", "Mask source: sam (segment_anything) or sim (label-grounded simulation "
                            "teacher)", choices=["sam", "sim"], read_only=True)
+    sim_dataset: str = param("", "Simulated dataset folder (labels.json, scene.json) of the sim teacher; "
+                             "frames without ground-truth masks (from ROS topics) get them ray-cast from "
+                             "the scene", read_only=True)
     sam_model: str = param("vit_h", "segment_anything registry name", choices=["vit_h", "vit_l", "vit_b"],
                            read_only=True)
     sam_checkpoint: str = param("", "Path of the SAM checkpoint (.pth); empty = random initialisation "
@@ -232,6 +235,9 @@ class GagsConfig:
                         read_only=True)
     seed: int = param(0, "Seed of every random choice (prompt sampling, window sampling, init)",
                       lo=0, hi=2**31 - 1, read_only=True)
+    save_dir: str = param("~/.ros/gags_maps", "Folder of maps saved without an explicit path")
+    cpu_threads: int = param(0, "Torch CPU threads of the worker; 0 = torch's default (all cores)",
+                             unit="threads", lo=0, hi=1024, read_only=True)
     mapping: MappingConfig = field(default_factory=MappingConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     language: LanguageConfig = field(default_factory=LanguageConfig)

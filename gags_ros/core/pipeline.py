@@ -10,7 +10,9 @@ answered with "no map yet" rather than waiting for models to load.
 from __future__ import annotations
 
 import logging
+import os
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
@@ -40,6 +42,16 @@ class Target:
 
 
 @dataclass
+class Answer:
+    """The answer to one text: ``targets`` best first; ``reason`` says why it is empty (or "")."""
+
+    text: str
+    targets: List[Target]
+    reason: str = ""
+    timings: dict = field(default_factory=dict)  # seconds
+
+
+@dataclass
 class PipelineStats:
     state: str = "waiting"
     message: str = ""
@@ -58,18 +70,34 @@ class GagsPipeline:
     """Mapper + teacher + distiller + query engine, owned by one thread.
 
     ``sim_labels``: labels.json content for the simulation teacher (``teacher.segmenter == "sim"``).
+    After each new keyframe the pipeline runs ``mapping.steps_per_keyframe`` geometry steps, the
+    teacher, and ``language.steps_per_keyframe`` distillation steps; between frames
+    (:meth:`idle_step`) it keeps optimising both, up to ``mapping.final_refine_steps`` steps after
+    the last keyframe, then rests.
     """
+
+    IDLE_CHUNK = 10  # steps per idle call: short, so requests are served within one chunk
 
     def __init__(self, cfg: GagsConfig, sim_labels: Optional[dict] = None):
         self.cfg = cfg
         self.sim_labels = sim_labels
         self.device = cfg.resolved_device()
-        self.mapper = None
+        if cfg.cpu_threads > 0:
+            import torch
+
+            torch.set_num_threads(cfg.cpu_threads)
         self.teacher = None
-        self.distiller = None
         self.query_engine = None
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self.mapper = None
+        self.distiller = None
+        self.min_depth = None
+        self._has_language = False
+        self._idle_steps = 0
+        self._last_query: Optional[tuple] = None  # (text, embedding) of the last answered query
         self._stats = PipelineStats()
-        self._pending_teacher: List[tuple] = []  # (keyframe index, frame) awaiting teacher output
 
     # ---- construction -------------------------------------------------------------------------
     def _ensure_mapper(self):
@@ -82,17 +110,21 @@ class GagsPipeline:
         return self.mapper
 
     def _ensure_language(self):
-        if not self.cfg.language.enabled:
-            return None
+        """Teacher (models load once and survive resets), distiller and query engine."""
         if self.teacher is None:
-            from .language.distill import Distiller
             from .query import QueryEngine
             from .teachers.pipeline import build_teacher
 
+            t0 = time.perf_counter()
             self.teacher = build_teacher(self.cfg, self.device, sim_labels=self.sim_labels)
-            dim = self.teacher.embedder.dim
-            self.distiller = Distiller(self.cfg, self._ensure_mapper(), dim, self.device)
             self.query_engine = QueryEngine(self.cfg.query, self.teacher.embedder.embed_text)
+            log.info("teacher ready in %.1f s", time.perf_counter() - t0)
+        if self.distiller is None:
+            from .language.distill import Distiller
+            from .teachers.prompts import MinDepthRecord
+
+            self.distiller = Distiller(self.cfg, self._ensure_mapper(), self.teacher.embedder.dim, self.device)
+            self.min_depth = MinDepthRecord(self.device)
         return self.teacher
 
     # ---- the worker's interface ---------------------------------------------------------------
@@ -103,40 +135,44 @@ class GagsPipeline:
         if kf is None:
             return None
         self._stats.state = "mapping"
+        self._idle_steps = 0
         t0 = time.perf_counter()
-        losses = mapper.step(self.cfg.mapping.steps_per_keyframe)
-        self._note_mapping(losses, time.perf_counter() - t0)
+        self._note_mapping(mapper.step(self.cfg.mapping.steps_per_keyframe), time.perf_counter() - t0)
         if self.cfg.language.enabled:
             self._teach(kf, frame)
         return kf
 
     def _teach(self, kf: int, frame: Frame) -> None:
-        teacher = self._ensure_language()
+        self._ensure_language()
         t0 = time.perf_counter()
-        out = teacher.process(frame, **self._teacher_inputs(kf))
-        out.keyframe = kf
+        out = self.teacher.process(frame, keyframe=kf, **self._teacher_inputs(frame))
         self.distiller.add_teacher_output(kf, out)
+        self._has_language = True
         self._stats.teacher_keyframes += 1
         self._stats.timings["teacher_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        losses = self.distiller.step(self.cfg.language.steps_per_keyframe)
-        self._note_language(losses, time.perf_counter() - t0)
+        self._note_language(self.distiller.step(self.cfg.language.steps_per_keyframe), time.perf_counter() - t0)
 
-    def _teacher_inputs(self, kf: int) -> dict:
-        """Rendered depth, minimum-depth record and Gaussian density of keyframe ``kf``."""
-        record = getattr(self, "_min_depth", None)
-        if record is None:
-            return {}
-        return record.inputs_for(self.mapper, kf)
+    def _teacher_inputs(self, frame: Frame) -> dict:
+        """Rendered depth D, the minimum-depth record D_min and the Gaussian density of ``frame``'s
+        view (GAGS Eq. 1), at the frame's own resolution."""
+        out = self.mapper.render(frame.T_world_cam, frame.intrinsics, "rgb")
+        depth = out.depth[0, ..., 0]
+        g = self.mapper.gaussians
+        stats = self.min_depth.observe(g.means.detach(), frame.T_world_cam, frame.intrinsics.K, depth)
+        return {"depth": depth, "min_depth": stats.min_depth, "density": stats.density}
 
     def idle_step(self) -> bool:
         if self.mapper is None or len(self.mapper.keyframes) == 0:
             return False
-        losses = self.mapper.step(10)
-        self._note_mapping(losses, 0.0)
-        if self.distiller is not None and self._stats.teacher_keyframes > 0:
-            self._note_language(self.distiller.step(5), 0.0)
-        self._stats.state = "idle"
+        if self._idle_steps >= self.cfg.mapping.final_refine_steps:
+            self._stats.state = "idle"
+            return False
+        self._stats.state = "refining"
+        self._note_mapping(self.mapper.step(self.IDLE_CHUNK), 0.0)
+        if self.distiller is not None and self.distiller.teacher_keyframes:
+            self._note_language(self.distiller.step(self.IDLE_CHUNK), 0.0)
+        self._idle_steps += self.IDLE_CHUNK
         return True
 
     def _note_mapping(self, losses: dict, seconds: float) -> None:
@@ -144,32 +180,124 @@ class GagsPipeline:
         s.mapping_steps = int(losses.get("steps_total", s.mapping_steps))
         if "loss" in losses:
             s.loss_rgb = float(losses["loss"])
-        s.timings["mapping_s"] = seconds
+        if seconds:
+            s.timings["mapping_s"] = seconds
 
     def _note_language(self, losses: dict, seconds: float) -> None:
         s = self._stats
         s.language_steps = int(losses.get("steps_total", s.language_steps))
         if "loss" in losses:
             s.loss_language = float(losses["loss"])
-        s.timings["distill_s"] = seconds
+        if seconds:
+            s.timings["distill_s"] = seconds
 
     def stats(self) -> dict:
         s = self._stats
         if self.mapper is not None:
             s.keyframes = len(self.mapper.keyframes)
             s.gaussians = len(self.mapper.gaussians)
+        else:
+            s.keyframes = s.gaussians = 0
         return dict(vars(s))
 
-    # ---- queries and map management -----------------------------------------------------------
-    def query(self, texts: Sequence[str], max_targets: Optional[int] = None,
-              min_score: Optional[float] = None) -> List[List[Target]]:
-        """Targets per text, best first. Raises NoMapError before a language map exists."""
+    # ---- queries ------------------------------------------------------------------------------
+    def _check_queryable(self) -> None:
         if self.mapper is None or len(self.mapper.gaussians) == 0:
             raise NoMapError("no map yet: no keyframe has been mapped")
-        if self.distiller is None or self._stats.teacher_keyframes == 0:
+        if not self._has_language:
             raise NoMapError("no language features yet: no keyframe has been distilled")
+
+    def query(self, texts: Sequence[str], max_targets: Optional[int] = None,
+              min_score: Optional[float] = None) -> List[Answer]:
+        """One :class:`Answer` per text (no target, with the reason, when nothing passes the thresholds).
+
+        Raises NoMapError before a language map exists, ValueError for an empty or over-long text.
+        """
+        self._check_queryable()
         results = self.query_engine.query(self.mapper.gaussians, self.distiller.field, list(texts),
                                           max_targets=max_targets, min_score=min_score)
-        return [[Target(t.label, float(t.score), np.asarray(t.centroid), np.asarray(t.box_min),
-                        np.asarray(t.box_max), int(t.count), getattr(t, "indices", None))
-                 for t in r.targets] for r in results]
+        for r in results:
+            if r.reason and ("query text" in r.reason):
+                raise ValueError(r.reason)
+        if results:
+            self._last_query = (texts[-1], self.query_engine.encode([texts[-1]], self.mapper.gaussians.means.device))
+        self.last_results = results
+        return [Answer(r.text, [Target(t.label, float(t.score), np.asarray(t.centroid), np.asarray(t.box_min),
+                                       np.asarray(t.box_max), int(t.count), t.indices) for t in r.targets],
+                       r.reason, dict(r.timings)) for r in results]
+
+    def relevancy_image(self, T_world_cam: np.ndarray, intrinsics, texts: Sequence[str]):
+        """``[T, H, W]`` relevancy of a rendered view (see QueryEngine.relevancy_image)."""
+        self._check_queryable()
+        return self.query_engine.relevancy_image(self.renderer, self.mapper.gaussians, self.distiller.field,
+                                                 T_world_cam, intrinsics, texts)
+
+    def cloud(self, max_points: int):
+        """``(xyz [n, 3], rgb [n, 3], relevancy [n] or None)`` numpy, at most ``max_points`` of the
+        most opaque Gaussians; relevancy (raw, [0, 1]) of the last query when there was one."""
+        import torch
+
+        if self.mapper is None or len(self.mapper.gaussians) == 0:
+            return None
+        with self.mapper.lock, torch.no_grad():
+            g = self.mapper.gaussians
+            idx = torch.argsort(g.opacities, descending=True)[:max_points]
+            xyz = g.means[idx].float().cpu().numpy()
+            rgb = g.colors[idx].clamp(0, 1).float().cpu().numpy()
+            rel = None
+            if self._last_query is not None and self._has_language:
+                rel = self.query_engine.gaussian_relevancy(g, self.distiller.field, self._last_query[1],
+                                                           idx)[:, 0].float().cpu().numpy()
+        return xyz, rgb, rel
+
+    # ---- map management -----------------------------------------------------------------------
+    def save(self, path: Optional[str] = None) -> str:
+        """Write geometry, latents, decoders and configuration to one file (atomically)."""
+        from .mapfile import save_map
+
+        if self.mapper is None or len(self.mapper.gaussians) == 0:
+            raise NoMapError("nothing to save: the map is empty")
+        if path is None:
+            d = Path(os.path.expanduser(self.cfg.save_dir))
+            path = str(d / time.strftime("map_%Y%m%d_%H%M%S.gags"))
+        with self.mapper.lock:
+            field = self.distiller.field if self._has_language else None
+            extra = {"keyframe_poses": [kf.T_world_cam for kf in self.mapper.keyframes],
+                     "stats": {k: v for k, v in self.stats().items() if isinstance(v, (int, float, str))}}
+            return str(save_map(path, self.mapper.gaussians, field, self.cfg, extra))
+
+    def load(self, path: str) -> int:
+        """Replace the map with a saved one; mapping continues on top of it. Returns its Gaussians."""
+        from .mapfile import load_map
+        from .mapping.mapper import append_gaussians
+
+        gaussians, field, _saved_cfg, _extra = load_map(path, self.device)
+        self._reset_state()
+        mapper = self._ensure_mapper()
+        state = gaussians.state_dict()
+        geometry = {k: v for k, v in state.items() if k != "features"}
+        with mapper.lock:
+            append_gaussians(mapper.gaussians.params, mapper.optimizers, mapper.strategy_state, geometry)
+        if field is not None and "features" in state:
+            self._ensure_language()
+            with mapper.lock:
+                mapper.gaussians.params["features"].data.copy_(state["features"].to(self.device))
+            self.distiller.load_field(field)
+            self._has_language = True
+        return len(mapper.gaussians)
+
+    def reset(self) -> None:
+        """Forget the map (models stay loaded)."""
+        self._reset_state()
+
+    def finish(self, steps: Optional[int] = None) -> dict:
+        """Final refinement of geometry (and language) when a stream ends."""
+        if self.mapper is None:
+            return {}
+        self._stats.state = "refining"
+        out = self.mapper.refine(steps)
+        self._note_mapping(out, 0.0)
+        if self.distiller is not None and self.distiller.teacher_keyframes:
+            self._note_language(self.distiller.step(steps or self.cfg.mapping.final_refine_steps), 0.0)
+        self._stats.state = "idle"
+        return out

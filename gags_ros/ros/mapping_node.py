@@ -91,14 +91,21 @@ class MappingNode(Node):
         r = self.cfg.ros
         sensor = QoSProfile(depth=r.qos_depth, history=HistoryPolicy.KEEP_LAST,
                             reliability=ReliabilityPolicy.RELIABLE if r.qos_reliable else ReliabilityPolicy.BEST_EFFORT)
-        group = MutuallyExclusiveCallbackGroup()  # input order matters; callbacks are O(ms)
+        # Images in one group, poses / intrinsics / depth in another: a burst of images must not
+        # delay the TF they wait for. The assembler is shared between them under a lock.
+        images, aux = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
         self.tf = TransformBuffer(cache_time=max(10.0, 20 * r.tf_timeout))
         self.assembler = FrameAssembler(r, self.tf, max_pending=4 * r.frame_buffer)
+        self._lock = threading.Lock()
         self._throttle = {}
-        sub = lambda t, topic, cb, qos=sensor: self.create_subscription(t, topic, cb, qos, callback_group=group)  # noqa: E731
-        self.subs = [sub(Image, r.image_topic, self._on_image), sub(CameraInfo, r.camera_info_topic, self._on_info)]
+
+        def sub(t, topic, cb, qos=sensor, group=aux):
+            return self.create_subscription(t, topic, cb, qos, callback_group=group)
+
+        self.subs = [sub(Image, r.image_topic, self._on_image, group=images),
+                     sub(CameraInfo, r.camera_info_topic, self._on_info)]
         if r.compressed_image_topic:
-            self.subs.append(sub(CompressedImage, r.compressed_image_topic, self._on_compressed))
+            self.subs.append(sub(CompressedImage, r.compressed_image_topic, self._on_compressed, group=images))
         if r.depth_topic:
             self.subs.append(sub(Image, r.depth_topic, self._on_depth))
         if r.pose_source == "tf":
@@ -111,7 +118,7 @@ class MappingNode(Node):
             self.subs.append(sub(PoseStamped, r.pose_topic, self._on_pose))
         else:
             self.subs.append(sub(Odometry, r.pose_topic, self._on_pose))
-        self.sync_timer = self.create_timer(0.02, self._flush, callback_group=group)
+        self.sync_timer = self.create_timer(0.02, self._flush, callback_group=images)
         self.callback_seconds = 0.0
         self.callback_count = 0
 
@@ -128,7 +135,8 @@ class MappingNode(Node):
 
     def _offer(self, image, header: Header) -> None:
         t0 = time.perf_counter()
-        reason = self.assembler.offer(image, stamp_to_sec(header.stamp), header.frame_id)
+        with self._lock:
+            reason = self.assembler.offer(image, stamp_to_sec(header.stamp), header.frame_id)
         if reason is not None:
             self.reject(f"image {stamp_to_sec(header.stamp):.3f}", reason)
         self._flush()
@@ -154,13 +162,17 @@ class MappingNode(Node):
 
     def _on_info(self, msg: CameraInfo) -> None:
         try:
-            self.assembler.set_intrinsics(intrinsics_from_msg(msg))
+            intr = intrinsics_from_msg(msg)
+            with self._lock:
+                self.assembler.set_intrinsics(intr)
         except InputError as e:
             self.reject("CameraInfo", str(e))
 
     def _on_depth(self, msg: Image) -> None:
         try:
-            self.assembler.add_depth(depth_from_msg(msg), stamp_to_sec(msg.header.stamp))
+            depth = depth_from_msg(msg)
+            with self._lock:
+                self.assembler.add_depth(depth, stamp_to_sec(msg.header.stamp))
         except InputError as e:
             self.reject(f"depth on {self.cfg.ros.depth_topic}", str(e))
 
@@ -176,13 +188,15 @@ class MappingNode(Node):
     def _on_pose(self, msg) -> None:
         pose = msg.pose.pose if isinstance(msg, Odometry) else msg.pose
         try:
-            self.assembler.add_pose(matrix_from_pose(pose), stamp_to_sec(msg.header.stamp),
-                                    msg.header.frame_id or None)
+            T = matrix_from_pose(pose)
+            with self._lock:
+                self.assembler.add_pose(T, stamp_to_sec(msg.header.stamp), msg.header.frame_id or None)
         except (InputError, PoseError, ValueError) as e:
             self.reject(f"pose on {self.cfg.ros.pose_topic}", str(e))
 
     def _flush(self) -> None:
-        ready, rejected = self.assembler.poll()
+        with self._lock:
+            ready, rejected = self.assembler.poll()
         for name, reason in rejected:
             self.reject(f"frame {name}", reason)
         for f in ready:
@@ -220,8 +234,9 @@ class MappingNode(Node):
             else None
         try:
             t0 = time.perf_counter()
-            (targets,) = self._worker_call(lambda p: p.query([text], max_targets, min_score))
+            (answer,) = self._worker_call(lambda p: p.query([text], max_targets, min_score))
             ms = 1e3 * (time.perf_counter() - t0)
+            targets = answer.targets
         except NoMapError as e:
             response.success, response.message = False, str(e)
             return response
@@ -230,7 +245,8 @@ class MappingNode(Node):
             self.note(response.message, "error")
             return response
         response.success = True
-        response.message = f"{len(targets)} target(s) for '{text}' in {ms:.1f} ms"
+        response.message = f"{len(targets)} target(s) for '{text}' in {ms:.1f} ms" + \
+            (f": {answer.reason}" if answer.reason else "")
         for t in targets:
             size = t.box_max - t.box_min
             centre = 0.5 * (t.box_max + t.box_min)

@@ -133,8 +133,9 @@ class SimSegmenter:
     """
 
     def __init__(self, seed: Optional[int] = None, *, cfg=None, device="cpu",
-                 noise: NoiseModel = NoiseModel(), memo: int = 8):
+                 noise: NoiseModel = NoiseModel(), memo: int = 8, scene=None):
         self.seed = int(seed if seed is not None else (cfg.seed if cfg is not None else 0))
+        self.scene = scene  # sim.scene.Scene: ray-casts ground truth for frames without masks
         self.device = torch.device(device)
         self.noise = noise
         self._memo: "OrderedDict[tuple, Dict[str, List[Tuple[SimMask, np.ndarray]]]]" = OrderedDict()
@@ -145,7 +146,7 @@ class SimSegmenter:
 
         Deterministic in (seed, frame); the last few frames are memoised.
         """
-        gt = _ground_truth(frame)
+        gt = self.ground_truth(frame)
         fk = frame_key(frame)
         memo_key = (fk, gt["whole"].shape, zlib.crc32(np.ascontiguousarray(gt["whole"]).tobytes()))
         hit = self._memo.get(memo_key)
@@ -202,11 +203,21 @@ class SimSegmenter:
             out[level] = masks
         return out
 
+    def ground_truth(self, frame: Frame) -> Dict[str, np.ndarray]:
+        """The frame's instance masks per level. Frames that arrive without them (over ROS topics)
+        get them ray-cast from ``scene`` at the frame's pose and intrinsics, stored in
+        ``frame.masks`` so the embedder sees the same ones."""
+        if not frame.masks and self.scene is not None:
+            from .raycast import render
+
+            frame.masks = render(self.scene, frame.T_world_cam, frame.intrinsics).masks
+        return _ground_truth(frame)
+
     def segment(self, frame: Frame, points: Optional[np.ndarray] = None) -> List[LevelMasks]:
         """Three :class:`LevelMasks` (subpart, part, whole); ``points`` ``[P, 2]`` (x, y) keep only the
         masks containing at least one prompt."""
         sampled = self.sample(frame)
-        H, W = frame.masks["whole"].shape
+        H, W = self.ground_truth(frame)["whole"].shape
         if points is not None:
             pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
             cols = np.clip(np.floor(pts[:, 0]).astype(np.int64), 0, W - 1)
@@ -267,7 +278,7 @@ class SimEmbedder:
         return out
 
     def _best_match(self, frame: Frame, m: np.ndarray) -> SimMask:
-        gt = _ground_truth(frame)
+        gt = self.segmenter.ground_truth(frame)
         best, best_iou = None, -1.0
         for source in reversed(LEVELS):  # whole first: equal-IoU ties go to the coarser label
             g = gt[source]

@@ -176,8 +176,22 @@ def build_teacher(cfg, device: str | torch.device, sim_labels: Optional[dict] = 
                 raise
             raise ImportError(f"teacher.segmenter='sim' needs {module} (SimSegmenter, SimEmbedder), "
                               f"which this installation does not have") from e
-        segmenter = SimSegmenter(cfg=cfg, device=device)
-        embedder = SimEmbedder(sim_labels, cfg=cfg, device=device, segmenter=segmenter)
+        labels, scene = sim_labels, None
+        if cfg.teacher.sim_dataset:
+            import json
+            from pathlib import Path
+
+            from ..sim.scene import make_scene
+
+            root = Path(cfg.teacher.sim_dataset).expanduser()
+            if labels is None:
+                labels = json.loads((root / "labels.json").read_text())
+            scene = make_scene(int(json.loads((root / "scene.json").read_text())["seed"]))
+        if labels is None:
+            raise ValueError("teacher.segmenter='sim' needs the dataset's labels: set teacher.sim_dataset "
+                             "to the simulated dataset folder (labels.json, scene.json)")
+        segmenter = SimSegmenter(cfg=cfg, device=device, scene=scene)
+        embedder = SimEmbedder(labels, cfg=cfg, device=device, segmenter=segmenter)
     else:
         raise ValueError(f"teacher.segmenter={kind!r}: expected 'sam' or 'sim'")
     return KeyframeTeacher(cfg, segmenter, embedder, device)
