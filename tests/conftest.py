@@ -23,6 +23,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 
+# One torch thread per process: ROS tests run a node process beside the test process on 2 cores,
+# and oversubscribed threads made small torch ops up to 10x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:
+    pass
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch

@@ -269,15 +269,13 @@ class GagsPipeline:
     def load(self, path: str) -> int:
         """Replace the map with a saved one; mapping continues on top of it. Returns its Gaussians."""
         from .mapfile import load_map
-        from .mapping.mapper import append_gaussians
 
         gaussians, field, _saved_cfg, _extra = load_map(path, self.device)
         self._reset_state()
         mapper = self._ensure_mapper()
         state = gaussians.state_dict()
         geometry = {k: v for k, v in state.items() if k != "features"}
-        with mapper.lock:
-            append_gaussians(mapper.gaussians.params, mapper.optimizers, mapper.strategy_state, geometry)
+        mapper.add_gaussians(geometry)
         if field is not None and "features" in state:
             self._ensure_language()
             with mapper.lock:

@@ -1,0 +1,177 @@
+"""Save and load a whole map: geometry, language latents, decoders, configuration, in one file.
+
+Format (``torch.save`` of a plain dict, read back with ``weights_only=True`` so a map file cannot run
+code)::
+
+    {"format": "gags_ros.map", "version": 1,
+     "params":   {name: CPU float32 tensor} of the GaussianMap (means, scales, quats, opacities,
+                 sh0 and, once distilled, features),
+     "field":    {"feature_dim": F, "embed_dim": D, "state": decoder state dict} or None,
+     "config":   nested dict of the GagsConfig,
+     "metadata": {"gags_ros_version", "torch_version", "gaussians", "created_unix"},
+     "extra":    caller's plain data (keyframe poses, stats...) or None}
+
+Writes go to a temporary file in the target's directory, are flushed to disk, then renamed over
+the target (``os.replace``), so a reader never sees half a map and a crash keeps the old file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional, Tuple
+
+import torch
+
+from . import config as C
+from .gaussians import GaussianMap
+from .language.field import LanguageField
+
+__all__ = ["MAP_FORMAT", "MAP_VERSION", "MapFormatError", "load_map", "save_map"]
+
+log = logging.getLogger("gags_ros.mapfile")
+
+MAP_FORMAT = "gags_ros.map"
+MAP_VERSION = 1
+
+
+class MapFormatError(ValueError):
+    """The file is not a gags_ros map, or one this version cannot read."""
+
+
+def save_map(path: str | os.PathLike, gaussians: GaussianMap, field: Optional[LanguageField],
+             cfg: C.GagsConfig, extra: Optional[dict] = None) -> Path:
+    """Write the map to ``path`` atomically; returns the path. ``extra`` must hold plain data
+    (numbers, strings, tensors, lists, tuples, dicts; numpy arrays are stored as tensors), else
+    TypeError before anything is written."""
+    from .. import __version__
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "format": MAP_FORMAT,
+        "version": MAP_VERSION,
+        "params": gaussians.state_dict(),
+        "field": None if field is None else {
+            **field.config(),
+            "state": {k: v.detach().cpu().clone() for k, v in field.state_dict().items()},
+        },
+        "config": C.to_dict(cfg),
+        "metadata": {
+            "gags_ros_version": __version__,
+            "torch_version": str(torch.__version__),
+            "gaussians": len(gaussians),
+            "created_unix": time.time(),
+        },
+        "extra": _plain(extra),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def load_map(path: str | os.PathLike, device: str | torch.device = "cpu"
+             ) -> Tuple[GaussianMap, Optional[LanguageField], C.GagsConfig, Any]:
+    """Read a map written by :func:`save_map`: ``(gaussians, field or None, config, extra)`` on
+    ``device``. Raises :class:`MapFormatError` for another kind of file or a newer version,
+    ``FileNotFoundError`` when there is no file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no map file at {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle/zip errors of foreign files: report them as a format problem
+        raise MapFormatError(f"{path}: not a gags_ros map file ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict) or data.get("format") != MAP_FORMAT:
+        raise MapFormatError(f"{path}: not a gags_ros map file (format "
+                             f"{data.get('format') if isinstance(data, dict) else type(data).__name__!r}, "
+                             f"expected {MAP_FORMAT!r})")
+    version = data.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise MapFormatError(f"{path}: invalid map format version {version!r}")
+    if version > MAP_VERSION:
+        raise MapFormatError(f"{path}: map format version {version} is newer than this gags_ros reads "
+                             f"(up to {MAP_VERSION}); update gags_ros")
+    try:
+        gaussians = GaussianMap.from_state_dict(data["params"], device=device)
+    except (KeyError, ValueError) as e:
+        raise MapFormatError(f"{path}: Gaussian parameters unreadable: {e}") from None
+    field = None
+    fd = data.get("field")
+    if fd is not None:
+        field = LanguageField(int(fd["feature_dim"]), int(fd["embed_dim"]))
+        field.load_state_dict(fd["state"])
+        field = field.to(device).eval()
+        if gaussians.has_features and gaussians.params["features"].shape[1] != field.feature_dim:
+            raise MapFormatError(f"{path}: latents have {gaussians.params['features'].shape[1]} channels, "
+                                 f"the field expects {field.feature_dim}")
+    cfg = _config_from(data.get("config") or {}, path)
+    return gaussians, field, cfg, data.get("extra")
+
+
+def _config_from(saved: dict, path: Path) -> C.GagsConfig:
+    """The saved configuration; parameters this version no longer has are dropped with a warning
+    (so an older map still loads), invalid values raise MapFormatError."""
+    cfg = C.GagsConfig()
+    known = {info.name for info in C.iter_fields(cfg)}
+    flat = {}
+
+    def walk(d: dict, prefix: str):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[prefix + str(k)] = v
+
+    walk(saved, "")
+    unknown = sorted(set(flat) - known)
+    if unknown:
+        log.warning("%s: ignoring parameters unknown to this version: %s", path, ", ".join(unknown))
+    # Set every leaf first and validate once: one at a time, the cross-field rules could reject
+    # an intermediate state (e.g. a lowered keep_neighbours before the lowered drop_neighbours).
+    for name, value in flat.items():
+        if name in known:
+            *sections, leaf = name.split(".")
+            obj = cfg
+            for s in sections:
+                obj = getattr(obj, s)
+            setattr(obj, leaf, list(value) if isinstance(value, tuple) else value)
+    try:
+        return C.validate(cfg)
+    except C.ConfigError as e:
+        raise MapFormatError(f"{path}: saved configuration invalid: {e}") from None
+
+
+def _plain(x):
+    """``extra`` with numpy arrays as tensors (what ``weights_only`` loading accepts); TypeError
+    for anything else than numbers, strings, tensors, arrays and lists/tuples/dicts of them."""
+    import numpy as np
+
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x))
+    if isinstance(x, np.generic):
+        return x.item()
+    if torch.is_tensor(x):
+        return x.detach().cpu()
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_plain(v) for v in x)
+    raise TypeError(f"map extra data must be plain (numbers, strings, tensors, arrays, lists, dicts); "
+                    f"got {type(x).__name__}")
