@@ -20,8 +20,8 @@ Metrics (bench/results/query.json):
 - distill_peak_memory_gib: peak CUDA memory allocated during those steps (map included);
 - distill_iters_per_s_320x240: the same at the default render_scale 0.5 of 640x480 keyframes.
 
-    .venv/bin/python bench/query.py                      # GPU, full size, records results
-    .venv/bin/python bench/query.py --device cpu --quick # small CPU smoke run (prints, no records)
+    .venv/bin/python -m bench.query                   # GPU, full size, records results
+    .venv/bin/python -m bench.query --device cpu --quick # small CPU smoke run (prints, no records)
 """
 
 from __future__ import annotations
@@ -35,11 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from _record import record  # noqa: E402
+from bench._record import record  # noqa: E402  (run as: python -m bench.query)
 
 from gags_ros.core.camera import look_at  # noqa: E402
 from gags_ros.core.config import GagsConfig  # noqa: E402
@@ -312,7 +308,7 @@ def main(argv=None) -> int:
         args.plant_steps = min(args.plant_steps, 100)
         args.object_fraction = 0.5    # dense enough boxes in a small map to survive the cleanup
     device = torch.device(GagsConfig(device=args.device).resolved_device())
-    command = "python bench/query.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m bench.query " + " ".join(argv if argv is not None else sys.argv[1:])
     do_record = not args.quick or args.record
 
     def emit(metric, value, unit, **extra):

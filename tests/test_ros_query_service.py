@@ -8,14 +8,15 @@ from rosutil import ROOT, call, start_node, stop
 pytestmark = pytest.mark.ros
 
 
-def test_query_service_across_processes(ros_env, rclpy_context, tmp_path):
+def test_query_service_across_processes(ros_env, rclpy_context, tmp_path, capfd):
+    """The node is started by gags-launch (the launch description of mapping.launch.py)."""
     from rclpy.node import Node
 
+    from gags_ros.ros.launcher import specs_from_args, start
     from gags_ros.srv import Query
 
-    proc = start_node("gags_ros.ros.mapping_node",
-                      ["--params-file", str(ROOT / "config" / "mapping.yaml"), "-p", "device:=cpu"],
-                      ros_env, log=tmp_path / "node.log")
+    (proc,) = start(specs_from_args([f"params_file:={ROOT / 'config' / 'mapping.yaml'}", "device:=cpu"]),
+                    env=ros_env)
     node = Node("query_client", context=rclpy_context)
     try:
         client = node.create_client(Query, "gags/query")
@@ -30,8 +31,8 @@ def test_query_service_across_processes(ros_env, rclpy_context, tmp_path):
     finally:
         node.destroy_node()
         stop(proc)
-    log = (tmp_path / "node.log").read_text()
-    assert "gags_mapping ready" in log, log
+    out = capfd.readouterr()
+    assert "gags_mapping ready" in out.err + out.out
 
 
 def test_invalid_parameter_is_refused_with_its_range(ros_env):

@@ -135,7 +135,7 @@ class FrameAssembler:
                 rejected.append((p.name, str(e)))
                 continue
             ready.append(Frame(image=p.image, T_world_cam=T, intrinsics=self.intrinsics, depth=depth,
-                               stamp=p.stamp, name=p.name))
+                               stamp=p.stamp, name=p.name, extra={"arrived": p.arrived}))
         self._pending = keep
         return ready, rejected
 

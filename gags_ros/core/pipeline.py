@@ -152,6 +152,8 @@ class GagsPipeline:
         self._stats.timings["teacher_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         self._note_language(self.distiller.step(self.cfg.language.steps_per_keyframe), time.perf_counter() - t0)
+        if "arrived" in frame.extra:  # monotonic seconds when the image reached the node
+            self._stats.timings["keyframe_to_queryable_s"] = time.monotonic() - frame.extra["arrived"]
 
     def _teacher_inputs(self, frame: Frame) -> dict:
         """Rendered depth D, the minimum-depth record D_min and the Gaussian density of ``frame``'s

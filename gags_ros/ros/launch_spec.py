@@ -24,6 +24,7 @@ class NodeSpec:
     remappings: List[Tuple[str, str]] = field(default_factory=list)
     arguments: List[str] = field(default_factory=list)
     namespace: str = ""
+    package: str = PACKAGE
 
     def ros_args(self) -> List[str]:
         """``--ros-args`` command-line form of name, parameters and remappings."""
@@ -68,11 +69,24 @@ def default_params_file() -> Path:
     return p
 
 
+def rviz_config() -> Path:
+    """config/gags.rviz of the installed package (or of this checkout)."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        p = Path(get_package_share_directory(PACKAGE)) / "config" / "gags.rviz"
+        if p.exists():
+            return p
+    except Exception:  # not installed through colcon: fall back to the checkout
+        pass
+    return Path(__file__).resolve().parents[2] / "config" / "gags.rviz"
+
+
 def mapping_nodes(params_file: Optional[str] = None, overrides: Optional[Dict[str, object]] = None,
                   remappings: Sequence[Tuple[str, str]] = (), replay: Optional[Sequence[str]] = None,
-                  namespace: str = "") -> List[NodeSpec]:
-    """The nodes of ``mapping.launch.py``: the mapping node, and a replay node when ``replay`` args
-    are given (e.g. ``["/data/scene", "--rate", "10"]``)."""
+                  namespace: str = "", rviz: bool = False) -> List[NodeSpec]:
+    """The nodes of ``mapping.launch.py``: the mapping node, a replay node when ``replay`` args are
+    given (e.g. ``["/data/scene", "--rate", "10"]``) and RViz with config/gags.rviz when ``rviz``."""
     params: List[object] = [str(params_file or default_params_file())]
     if overrides:
         params.append(dict(overrides))
@@ -81,4 +95,35 @@ def mapping_nodes(params_file: Optional[str] = None, overrides: Optional[Dict[st
     if replay:
         nodes.append(NodeSpec("replay_node", "gags_ros.ros.replay_node", "gags_replay", [],
                               list(remappings), arguments=list(replay), namespace=namespace))
+    if rviz:
+        nodes.append(NodeSpec("rviz2", "", "rviz2", [], [], arguments=["-d", str(rviz_config())],
+                              package="rviz2"))
     return nodes
+
+
+# Arguments of mapping.launch.py (name: (default, description)); gags-launch takes the same.
+LAUNCH_ARGS: Dict[str, Tuple[str, str]] = {
+    "params_file": ("", "Parameter file (default: the package's config/mapping.yaml)"),
+    "image_topic": ("camera/image_raw", "Remap the colour image topic"),
+    "camera_info_topic": ("camera/camera_info", "Remap the CameraInfo topic"),
+    "depth_topic": ("", "Depth topic (sets ros.depth_topic; empty = none)"),
+    "device": ("auto", "Torch device (auto, cpu, cuda, cuda:N)"),
+    "replay": ("", "Also start the replay node with these arguments (e.g. a dataset folder)"),
+    "rviz": ("false", "Start RViz with config/gags.rviz"),
+}
+
+
+def nodes_from_launch_args(values: Dict[str, str]) -> List[NodeSpec]:
+    """Node specs for launch-argument values (missing names take LAUNCH_ARGS defaults)."""
+    import shlex
+
+    unknown = set(values) - set(LAUNCH_ARGS)
+    if unknown:
+        raise ValueError(f"unknown launch argument(s) {sorted(unknown)}; known: {', '.join(LAUNCH_ARGS)}")
+    v = {k: values.get(k, d) for k, (d, _) in LAUNCH_ARGS.items()}
+    overrides = {"device": v["device"]}
+    if v["depth_topic"]:
+        overrides["ros.depth_topic"] = v["depth_topic"]
+    remaps = [("camera/image_raw", v["image_topic"]), ("camera/camera_info", v["camera_info_topic"])]
+    return mapping_nodes(v["params_file"] or None, overrides, remaps, replay=shlex.split(v["replay"]) or None,
+                         rviz=v["rviz"].lower() == "true")

@@ -6,44 +6,31 @@ files; each node runs as ``python -m <module> --ros-args ...``. Ctrl-C stops the
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import List, Optional, Sequence
 
 from .dds import ensure_profile_env
-from .launch_spec import NodeSpec, mapping_nodes
-
-
-def _load_launch_args() -> dict:
-    """The ARGS table of launch/mapping.launch.py (without importing launch/launch_ros)."""
-    return {
-        "params_file": "", "image_topic": "camera/image_raw", "camera_info_topic": "camera/camera_info",
-        "depth_topic": "", "device": "auto", "replay": "",
-    }
+from .launch_spec import LAUNCH_ARGS, NodeSpec, nodes_from_launch_args
 
 
 def specs_from_args(argv: Sequence[str]) -> List[NodeSpec]:
-    """Parse ``name:=value`` launch arguments into node specs, as mapping.launch.py does."""
-    vals = _load_launch_args()
+    """Parse ``name:=value`` launch arguments into node specs, exactly as mapping.launch.py does."""
+    values = {}
     for a in argv:
         if ":=" not in a:
-            raise SystemExit(f"gags-launch: expected name:=value, got {a!r} (arguments: {', '.join(vals)})")
+            raise SystemExit(f"gags-launch: expected name:=value, got {a!r} (arguments: {', '.join(LAUNCH_ARGS)})")
         k, v = a.split(":=", 1)
-        if k not in vals:
-            raise SystemExit(f"gags-launch: unknown argument {k!r} (arguments: {', '.join(vals)})")
-        vals[k] = v
-    overrides = {"device": vals["device"]}
-    if vals["depth_topic"]:
-        overrides["ros.depth_topic"] = vals["depth_topic"]
-    remaps = [("camera/image_raw", vals["image_topic"]), ("camera/camera_info", vals["camera_info_topic"])]
-    return mapping_nodes(vals["params_file"] or None, overrides, remaps,
-                         replay=shlex.split(vals["replay"]) or None)
+        values[k] = v
+    try:
+        return nodes_from_launch_args(values)
+    except ValueError as e:
+        raise SystemExit(f"gags-launch: {e}") from None
 
 
 def start(specs: Sequence[NodeSpec], env: Optional[dict] = None) -> List[subprocess.Popen]:
@@ -51,7 +38,14 @@ def start(specs: Sequence[NodeSpec], env: Optional[dict] = None) -> List[subproc
     env.pop("_ROS_WHEELS_BOOTSTRAP_COMPLETE", None)  # let each child set up its own library path
     procs = []
     for s in specs:
-        cmd = [sys.executable, "-m", s.module] + s.ros_args()
+        if not s.module:  # a non-Python node (RViz): start its executable if installed
+            exe = shutil.which(s.executable)
+            if exe is None:
+                print(f"[gags-launch] {s.executable} is not installed; not started", flush=True)
+                continue
+            cmd = [exe] + s.ros_args()
+        else:
+            cmd = [sys.executable, "-m", s.module] + s.ros_args()
         print("[gags-launch] " + " ".join(shlex.quote(c) for c in cmd), flush=True)
         procs.append(subprocess.Popen(cmd, env=env))
     return procs

@@ -349,6 +349,8 @@ class MappingNode(Node):
                   "frames_waiting_for_pose": self.assembler.waiting, "queue_length": s.queue_length,
                   "worker_load": f"{s.worker_load:.2f}", "last_message": s.message,
                   "callback_ms_mean": f"{1e3 * self.callback_seconds / max(self.callback_count, 1):.2f}"}
+        timings = self.worker.pipeline.stats().get("timings", {}) if self.worker.pipeline is not None else {}
+        values.update({k: f"{v:.3f}" for k, v in timings.items()})
         st = DiagnosticStatus(level=level, name="gags_ros: mapping", message=summary, hardware_id=self.get_name(),
                               values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
         return DiagnosticArray(header=s.header, status=[st])
