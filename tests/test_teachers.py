@@ -318,9 +318,13 @@ def test_keyframe_teacher_on_cuda(tiny_clip):
     t = cfg.teacher
     t.max_prompts, t.prompt_batch = 64, 32
     t.pred_iou_thresh = t.stability_score_thresh = t.mask_nms_score = 0.0
+    from open_clip.model import convert_weights_to_lp
+
     model, tok = tiny_clip
+    model = model.to("cuda")
+    convert_weights_to_lp(model)  # what open_clip's precision="fp16" does: conv/linear weights only
     teacher = KeyframeTeacher(cfg, SamSegmenter(build_tiny_sam("cuda"), t, "cuda"),
-                              ClipEmbedder(model.to("cuda").half(), tok, "cuda", 32), "cuda")
+                              ClipEmbedder(model, tok, "cuda", 32), "cuda")
     out = teacher.process(frame(60, 80), depth=np.full((60, 80), 2.0, np.float32), keyframe=0)
     m = out.embeddings.shape[0]
     assert out.level_ids.is_cuda and out.level_ids.shape == (3, 60, 80) and out.level_ids.dtype == torch.int32

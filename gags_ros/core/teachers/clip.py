@@ -141,7 +141,10 @@ class ClipEmbedder:
         self.model = model
         self.tokenizer = tokenizer
         self.device = torch.device(device)
-        self.dtype = next(model.parameters()).dtype
+        # The dtype the image tower computes in: open_clip's fp16 casts conv/linear weights only,
+        # while e.g. the class embedding stays fp32, so the first parameter does not tell.
+        self.dtype = next(m.weight.dtype for m in model.visual.modules()
+                          if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
         self.crop_size = int(crop_size)
         self.batch = int(batch)
         self.dim = int(model.visual.output_dim)
