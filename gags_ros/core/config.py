@@ -153,8 +153,11 @@ class LanguageConfig:
                       read_only=True)
     render_scale: float = param(0.5, "Distillation renders at this fraction of the keyframe size",
                                 lo=0.05, hi=1.0)
-    lr_features: float = param(1e-3, "Adam learning rate of the latents", lo=0.0, hi=1.0)
-    lr_decoders: float = param(1e-4, "Adam learning rate of both decoders", lo=0.0, hi=1.0)
+    lr_features: float = param(1e-2, "Adam learning rate of the latents (GAGS uses 1e-3 over 30k offline "
+                               "steps; online maps get ~100 steps per keyframe, and 1e-2 fits them better on "
+                               "the simulation)", lo=0.0, hi=1.0)
+    lr_decoders: float = param(1e-3, "Adam learning rate of both decoders (GAGS: 1e-4 over 30k steps)",
+                               lo=0.0, hi=1.0)
     entropy_weight_early: float = param(0.001, "Entropy weight in the first half of the schedule",
                                         lo=0.0, hi=10.0)
     entropy_weight_late: float = param(0.002, "Entropy weight in the second half", lo=0.0, hi=10.0)
@@ -194,6 +197,24 @@ class QueryConfig:
     decode_precision: str = param("auto", "Arithmetic of the feature decoder over all Gaussians: auto "
                                   "(bfloat16 autocast on CUDA, float32 elsewhere), float32, bfloat16 or "
                                   "float16", choices=["auto", "float32", "bfloat16", "float16"])
+
+
+@dataclass
+class ClipGSConfig:
+    """CLIP-GS object encoder: classify and retrieve the map's objects without rendering."""
+
+    encoder_path: str = param("", "Saved CLIP-GS encoder (python -m gags_ros.core.clipgs.train); empty = the "
+                              "classify/retrieve services answer that none is loaded", read_only=True)
+    vocabulary: list = param(["chair", "table", "mug", "bottle", "monitor", "lamp", "bookshelf", "plant",
+                              "ball", "rug", "door", "painting"],
+                             "Default class names of ClassifyObjects when the request gives none")
+    top_k: int = param(3, "Labels per object in ClassifyObjects answers", unit="labels", lo=1, hi=100)
+    cluster_similarity: float = param(0.9, "Object proposals: cosine of decoded embeddings to a group's seed",
+                                      lo=0.0, hi=1.0)
+    cluster_radius: float = param(0.05, "Object proposals: Gaussians closer than this are linked", unit="m",
+                                  lo=0.0, hi=100.0)
+    min_cluster_gaussians: int = param(64, "Object proposals: smallest object kept", unit="Gaussians",
+                                       lo=1, hi=10_000_000)
 
 
 @dataclass
@@ -242,6 +263,7 @@ class GagsConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     language: LanguageConfig = field(default_factory=LanguageConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
+    clipgs: ClipGSConfig = field(default_factory=ClipGSConfig)
     ros: RosConfig = field(default_factory=RosConfig)
 
     def resolved_device(self) -> str:

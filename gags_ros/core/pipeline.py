@@ -70,13 +70,15 @@ class GagsPipeline:
     """Mapper + teacher + distiller + query engine, owned by one thread.
 
     ``sim_labels``: labels.json content for the simulation teacher (``teacher.segmenter == "sim"``).
-    After each new keyframe the pipeline runs ``mapping.steps_per_keyframe`` geometry steps, the
-    teacher, and ``language.steps_per_keyframe`` distillation steps; between frames
-    (:meth:`idle_step`) it keeps optimising both, up to ``mapping.final_refine_steps`` steps after
-    the last keyframe, then rests.
+    Each new keyframe is seeded and taught at once (:meth:`add_frame`) and is owed
+    ``mapping.steps_per_keyframe`` geometry steps and ``language.steps_per_keyframe`` distillation
+    steps, which :meth:`idle_step` pays in chunks of ``CHUNK`` steps before the worker takes the
+    next frame; after that it keeps optimising both as background work, up to
+    ``mapping.final_refine_steps`` steps after the last keyframe, then rests. Queries and other
+    requests are served between chunks.
     """
 
-    IDLE_CHUNK = 10  # steps per idle call: short, so requests are served within one chunk
+    CHUNK = 5  # steps per call: short, so a query waits at most a few steps
 
     def __init__(self, cfg: GagsConfig, sim_labels: Optional[dict] = None):
         self.cfg = cfg
@@ -96,6 +98,8 @@ class GagsPipeline:
         self.min_depth = None
         self._has_language = False
         self._idle_steps = 0
+        self._owed_mapping = 0
+        self._owed_language = 0
         self._last_query: Optional[tuple] = None  # (text, embedding) of the last answered query
         self._stats = PipelineStats()
 
@@ -136,11 +140,13 @@ class GagsPipeline:
             return None
         self._stats.state = "mapping"
         self._idle_steps = 0
-        t0 = time.perf_counter()
-        self._note_mapping(mapper.step(self.cfg.mapping.steps_per_keyframe), time.perf_counter() - t0)
+        self._owed_mapping += self.cfg.mapping.steps_per_keyframe
         if self.cfg.language.enabled:
             self._teach(kf, frame)
         return kf
+
+    def owes_work(self) -> bool:
+        return self._owed_mapping > 0 or self._owed_language > 0
 
     def _teach(self, kf: int, frame: Frame) -> None:
         self._ensure_language()
@@ -150,10 +156,8 @@ class GagsPipeline:
         self._has_language = True
         self._stats.teacher_keyframes += 1
         self._stats.timings["teacher_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        self._note_language(self.distiller.step(self.cfg.language.steps_per_keyframe), time.perf_counter() - t0)
-        if "arrived" in frame.extra:  # monotonic seconds when the image reached the node
-            self._stats.timings["keyframe_to_queryable_s"] = time.monotonic() - frame.extra["arrived"]
+        self._owed_language += self.cfg.language.steps_per_keyframe
+        self._arrived = frame.extra.get("arrived")  # monotonic seconds when the image reached the node
 
     def _teacher_inputs(self, frame: Frame) -> dict:
         """Rendered depth D, the minimum-depth record D_min and the Gaussian density of ``frame``'s
@@ -167,15 +171,34 @@ class GagsPipeline:
     def idle_step(self) -> bool:
         if self.mapper is None or len(self.mapper.keyframes) == 0:
             return False
+        if self.owes_work():
+            t0 = time.perf_counter()
+            if self._owed_mapping > 0:
+                n = min(self.CHUNK, self._owed_mapping)
+                self._note_mapping(self.mapper.step(n), time.perf_counter() - t0)
+                self._owed_mapping -= n
+            elif self._owed_language > 0:
+                n = min(self.CHUNK, self._owed_language)
+                self._note_language(self.distiller.step(n), time.perf_counter() - t0)
+                self._owed_language -= n
+                if self._owed_language == 0 and getattr(self, "_arrived", None) is not None:
+                    # The last keyframe's contribution is distilled: it answers queries from now on.
+                    self._stats.timings["keyframe_to_queryable_s"] = time.monotonic() - self._arrived
+            return True
         if self._idle_steps >= self.cfg.mapping.final_refine_steps:
             self._stats.state = "idle"
             return False
         self._stats.state = "refining"
-        self._note_mapping(self.mapper.step(self.IDLE_CHUNK), 0.0)
+        self._note_mapping(self.mapper.step(self.CHUNK), 0.0)
         if self.distiller is not None and self.distiller.teacher_keyframes:
-            self._note_language(self.distiller.step(self.IDLE_CHUNK), 0.0)
-        self._idle_steps += self.IDLE_CHUNK
+            self._note_language(self.distiller.step(self.CHUNK), 0.0)
+        self._idle_steps += self.CHUNK
         return True
+
+    def run_owed(self) -> None:
+        """Pay all owed work now (offline use: evaluation, benchmarks)."""
+        while self.owes_work() and self.idle_step():
+            pass
 
     def _note_mapping(self, losses: dict, seconds: float) -> None:
         s = self._stats
@@ -251,6 +274,55 @@ class GagsPipeline:
                 rel = self.query_engine.gaussian_relevancy(g, self.distiller.field, self._last_query[1],
                                                            idx)[:, 0].float().cpu().numpy()
         return xyz, rgb, rel
+
+    # ---- CLIP-GS objects ----------------------------------------------------------------------
+    def _object_index(self, source: str = "clusters", query_text: str = ""):
+        """A CLIP-GS :class:`~gags_ros.core.clipgs.classify.ObjectIndex` of the map's objects:
+        language-field proposals (cached until the map changes) or the targets of a query."""
+        from .clipgs.classify import ObjectIndex
+        from .clipgs.encoder import load_encoder
+
+        self._check_queryable()
+        c = self.cfg.clipgs
+        if not c.encoder_path:
+            raise NoMapError("no CLIP-GS encoder loaded: set clipgs.encoder_path (train one with "
+                             "python -m gags_ros.core.clipgs.train)")
+        if getattr(self, "_clipgs_encoder", None) is None:
+            self._clipgs_encoder, _ = load_encoder(os.path.expanduser(c.encoder_path), self.device)
+        text = self.teacher.embedder.embed_text
+        g = self.mapper.gaussians
+        if source == "query":
+            (answer,) = self.query([query_text])
+            with self.mapper.lock:
+                return ObjectIndex.from_targets(self._clipgs_encoder, g, answer.targets, text)
+        if source != "clusters":
+            raise ValueError(f"source={source!r}: expected 'clusters' or 'query'")
+        key = (self._stats.mapping_steps, self._stats.language_steps, len(g))
+        if getattr(self, "_clipgs_key", None) != key:
+            with self.mapper.lock:
+                self._clipgs_index = ObjectIndex.from_language_field(
+                    self._clipgs_encoder, g, self.distiller.field, text, similarity=c.cluster_similarity,
+                    radius=c.cluster_radius, min_gaussians=c.min_cluster_gaussians)
+            self._clipgs_key = key
+        return self._clipgs_index
+
+    def classify_objects(self, vocabulary: Sequence[str] = (), source: str = "clusters", query_text: str = "",
+                         top_k: int = 0):
+        """``(objects, labelled, encode_ms)``: the map's objects, their top-k labels (dicts of
+        ``ObjectIndex.labelled``) and the encoder's time per object."""
+        index = self._object_index(source, query_text)
+        vocab = list(vocabulary) or list(self.cfg.clipgs.vocabulary)
+        if not index.objects:
+            return [], [], 0.0
+        return index.objects, index.labelled(vocab, top_k or self.cfg.clipgs.top_k), index.encode_ms
+
+    def retrieve_objects(self, text: str, max_results: int = 5, min_score: Optional[float] = None):
+        """``[(MapObject, similarity)]`` best first, at least ``min_score``."""
+        index = self._object_index("clusters")
+        if not index.objects:
+            return []
+        hits = index.retrieve(text, max(1, max_results))
+        return [(o, sc) for o, sc in hits if min_score is None or sc >= min_score]
 
     # ---- map management -----------------------------------------------------------------------
     def save(self, path: Optional[str] = None) -> str:

@@ -22,12 +22,21 @@ log = logging.getLogger("gags_ros.worker")
 
 
 class Pipeline(Protocol):
-    """What the worker drives (``gags_ros.core.pipeline.GagsPipeline`` in production)."""
+    """What the worker drives (``gags_ros.core.pipeline.GagsPipeline`` in production).
+
+    ``add_frame`` should be short (keyframe test, seeding, teacher); the optimisation a keyframe
+    calls for is owed work (``owes_work``) that ``idle_step`` pays in short chunks, so requests are
+    served between chunks and owed work goes before the next frame.
+    """
 
     def add_frame(self, frame: Frame) -> None: ...
 
     def idle_step(self) -> bool:
-        """Do a little background work (optimisation, distillation); False when there is none."""
+        """Do one short chunk of owed or background work; False when there is none."""
+        ...
+
+    def owes_work(self) -> bool:
+        """True while work owed to the last keyframes remains (done before the next frame)."""
         ...
 
     def stats(self) -> dict: ...
@@ -148,8 +157,9 @@ class Worker:
                         fut.set_exception(e)
                     self.busy_time += time.perf_counter() - t0
                 did = True
-            frame = self.frames.pop()
             t0 = time.perf_counter()
+            owed = getattr(self.pipeline, "owes_work", None)
+            frame = None if (owed is not None and owed()) else self.frames.pop()
             if frame is not None:
                 try:
                     self.pipeline.add_frame(frame)
@@ -157,7 +167,7 @@ class Worker:
                     log.exception("frame %s failed", frame.name)
                     self.last_error = f"frame {frame.name}: {type(e).__name__}: {e}"
                 did = True
-            elif not self._requests:
+            elif not self._requests:  # owed work first (frame was held back), else background work
                 try:
                     did = bool(self.pipeline.idle_step())
                 except Exception as e:

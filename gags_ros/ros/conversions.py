@@ -235,6 +235,22 @@ def target_markers(targets: Sequence, header: Header, text: str, ns: str = "gags
     return out
 
 
-def header_with(frame_id: str, t: float) -> Header:
-    return Header(frame_id=frame_id, stamp=sec_to_stamp(t))
-
+def labelled_markers(objects: Sequence[dict], header: Header, ns: str = "gags_objects") -> MarkerArray:
+    """Markers of classified objects (``ObjectIndex.labelled`` dicts: position, size, text): a
+    translucent box and a text label each, after a DELETEALL of the previous set."""
+    out = MarkerArray(markers=[Marker(header=header, ns=ns, action=Marker.DELETEALL)])
+    for i, o in enumerate(objects):
+        p, size = np.asarray(o["position"], float), np.maximum(np.asarray(o["size"], float), 1e-3)
+        box = Marker(header=header, ns=ns, id=2 * i, type=Marker.CUBE, action=Marker.ADD)
+        box.pose.position = Point(x=float(p[0]), y=float(p[1]), z=float(p[2]))
+        box.pose.orientation.w = 1.0
+        box.scale = Vector3(x=float(size[0]), y=float(size[1]), z=float(size[2]))
+        box.color = ColorRGBA(r=0.3, g=0.6, b=1.0, a=0.25)
+        label = Marker(header=header, ns=ns, id=2 * i + 1, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
+        label.pose.position = Point(x=float(p[0]), y=float(p[1]), z=float(p[2] + 0.6 * size[2] + 0.05))
+        label.pose.orientation.w = 1.0
+        label.scale.z = 0.08
+        label.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+        label.text = str(o["text"])
+        out.markers.extend([box, label])
+    return out

@@ -27,8 +27,8 @@ from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 
-from gags_ros.msg import MappingStatus, QueryTarget
-from gags_ros.srv import LoadMap, Query, SaveMap
+from gags_ros.msg import ClassifiedObject, MappingStatus, QueryTarget
+from gags_ros.srv import ClassifyObjects, LoadMap, Query, RetrieveObjects, SaveMap
 
 from ..core.config import ConfigError, GagsConfig
 from ..core.frame_sync import FrameAssembler
@@ -37,7 +37,8 @@ from ..core.tf_buffer import TransformBuffer
 from ..core.types import PoseError
 from ..core.worker import Worker
 from .conversions import (InputError, depth_from_msg, image_from_compressed, image_from_msg, intrinsics_from_msg,
-                          matrix_from_pose, matrix_from_transform, pointcloud2_to_msg, stamp_to_sec, target_markers)
+                          labelled_markers, matrix_from_pose, matrix_from_transform, pointcloud2_to_msg, stamp_to_sec,
+                          target_markers)
 from .dds import ensure_profile_env
 from .params import declare_config
 
@@ -70,6 +71,10 @@ class MappingNode(Node):
         self.srv_save = self.create_service(SaveMap, "gags/save_map", self._on_save, callback_group=services)
         self.srv_load = self.create_service(LoadMap, "gags/load_map", self._on_load, callback_group=services)
         self.srv_reset = self.create_service(Trigger, "gags/reset_map", self._on_reset, callback_group=services)
+        self.srv_classify = self.create_service(ClassifyObjects, "gags/classify_objects", self._on_classify,
+                                                callback_group=services)
+        self.srv_retrieve = self.create_service(RetrieveObjects, "gags/retrieve_objects", self._on_retrieve,
+                                                callback_group=services)
 
         self.pub_status = self.create_publisher(MappingStatus, self.cfg.ros.status_topic, 10)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -77,6 +82,7 @@ class MappingNode(Node):
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.pub_markers = self.create_publisher(MarkerArray, self.cfg.ros.marker_topic, latched)
         self.pub_cloud = self.create_publisher(PointCloud2, self.cfg.ros.cloud_topic, latched)
+        self.pub_objects = self.create_publisher(MarkerArray, "gags/objects", latched)
         timers = MutuallyExclusiveCallbackGroup()
         self.status_timer = self.create_timer(self.cfg.ros.status_period, self._publish_status, callback_group=timers)
         if self.cfg.ros.cloud_period > 0:
@@ -258,6 +264,53 @@ class MappingNode(Node):
         self.on_query_answered(text, targets)
         return response
 
+    def _on_classify(self, request: ClassifyObjects.Request, response: ClassifyObjects.Response):
+        response.header = self.header()
+        try:
+            objects, labelled, ms = self._worker_call(lambda p: p.classify_objects(
+                list(request.vocabulary), request.source or "clusters", request.query_text, int(request.top_k)))
+        except (NoMapError, ValueError) as e:
+            response.success, response.message = False, str(e)
+            return response
+        except Exception as e:  # reported to the caller; the node keeps running
+            response.success, response.message = False, f"classification failed: {type(e).__name__}: {e}"
+            return response
+        for o, lab in zip(objects, labelled):
+            response.objects.append(self._object_msg(o, lab["labels"], lab["scores"]))
+        response.encode_ms_per_object = float(ms)
+        response.success, response.message = True, f"{len(objects)} object(s) classified"
+        self.pub_objects.publish(labelled_markers(labelled, self.header()))
+        return response
+
+    def _on_retrieve(self, request: RetrieveObjects.Request, response: RetrieveObjects.Response):
+        response.header = self.header()
+        text = request.text.strip()
+        if not text or len(text) > self.cfg.query.max_text_length:
+            response.success = False
+            response.message = "empty query text" if not text else "query text too long"
+            return response
+        min_score = float(request.min_score) if request.min_score >= 0 else None
+        try:
+            hits = self._worker_call(lambda p: p.retrieve_objects(text, int(request.max_results) or 5, min_score))
+        except (NoMapError, ValueError) as e:
+            response.success, response.message = False, str(e)
+            return response
+        except Exception as e:  # reported to the caller; the node keeps running
+            response.success, response.message = False, f"retrieval failed: {type(e).__name__}: {e}"
+            return response
+        response.objects = [self._object_msg(o, [text], [sc]) for o, sc in hits]
+        response.success, response.message = True, f"{len(hits)} object(s) for '{text}'"
+        return response
+
+    @staticmethod
+    def _object_msg(o, labels, scores) -> ClassifiedObject:
+        size = o.box_max - o.box_min
+        m = ClassifiedObject(gaussian_count=int(len(o.indices)), source=str(o.source),
+                             labels=[str(x) for x in labels], scores=[float(x) for x in scores])
+        m.position = point(*o.centroid)
+        m.size.x, m.size.y, m.size.z = (float(v) for v in size)
+        return m
+
     def on_query_answered(self, text: str, targets) -> None:
         """Publish the targets as markers (latched) and the map cloud with this query's relevancy."""
         self.pub_markers.publish(target_markers(targets, self.header(), text))
@@ -271,7 +324,7 @@ class MappingNode(Node):
 
         def done(f):
             self._cloud_pending = False
-            if f.exception() is None and f.result() is not None:
+            if f.exception() is None and f.result() is not None and self.context.ok():
                 xyz, rgb, rel = f.result()
                 self.pub_cloud.publish(pointcloud2_to_msg(xyz, rgb, self.header(), rel))
 

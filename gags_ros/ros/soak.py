@@ -29,6 +29,7 @@ import numpy as np
 # Light mapping so the worker's pace is not what is measured; language off (no teacher needed).
 SOAK_PARAMS = {
     "device": "cpu",
+    "cpu_threads": 1,
     "language.enabled": False,
     "mapping.max_image_width": 160,
     "mapping.steps_per_keyframe": 5,
