@@ -230,7 +230,7 @@ class RosConfig:
     pose_topic: str = param("camera/pose", "PoseStamped or Odometry topic when pose_source is not tf")
     world_frame: str = param("map", "Fixed frame of the map and of every published output")
     camera_frame: str = param("", "Optical frame of the camera; empty = the image header's frame_id")
-    tf_timeout: float = param(0.2, "How long a frame waits for its TF before it is dropped", unit="s",
+    tf_timeout: float = param(0.5, "How long a frame waits for its TF before it is dropped", unit="s",
                               lo=0.0, hi=10.0)
     max_sync_offset: float = param(0.02, "Largest stamp difference for colour/depth/pose matching",
                                    unit="s", lo=0.0, hi=10.0)

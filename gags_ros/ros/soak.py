@@ -37,6 +37,10 @@ SOAK_PARAMS = {
     "mapping.init_points_per_keyframe": 2000,
     "ros.status_period": 1.0,
     "ros.cloud_period": 0.0,
+    # One second of slack in the subscription queue: a 2-core machine running the worker, this
+    # publisher and the executor can stall a callback thread for longer than 5 frames.
+    "ros.qos_depth": 30,
+    "ros.qos_reliable": True,
 }
 
 
