@@ -22,11 +22,13 @@ Metrics (bench/results/query.json):
 
     .venv/bin/python -m bench.query                   # GPU, full size, records results
     .venv/bin/python -m bench.query --device cpu --quick # small CPU smoke run (prints, no records)
+    .venv/bin/python -m bench.query --profile [--reference OLD_query.py]   # per-stage breakdown
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -202,6 +204,154 @@ def bench_query(args, device, emit):
     emit("query_text_encoding_latency", statistics.median(lat), "s", encoder=name, repeats=args.repeats)
 
 
+def _load_reference(path: str):
+    """An older gags_ros/core/query.py (e.g. ``git show HEAD:gags_ros/core/query.py > FILE``) as a
+    module, for before/after comparisons; None when ``path`` is empty or missing."""
+    import importlib.util
+
+    if not path or not Path(path).is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("gags_ros.core._reference_query", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod                 # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _median_ms(xs) -> float:
+    return statistics.median(xs) * 1e3
+
+
+def profile_query(args, device):
+    """Per-stage breakdown of one 3D query on the benchmark map (``--profile``; prints, no records).
+
+    Stages are timed with the device synchronised between them (``QueryEngine.sync_timings``), so
+    their sum exceeds the plain latency by the synchronisations. With ``--reference FILE`` (an older
+    query.py) the same map is answered by both versions: latencies, stage times, relevancy
+    differences and whether the targets are identical."""
+    from gags_ros.core import query as Q
+
+    out_dir = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
+    lines = []
+
+    def say(msg=""):
+        print(msg, flush=True)
+        lines.append(msg)
+
+    g, field, texts, canon, ids = build_map(args.gaussians, device, args.seed, args.plant_steps, args.object_fraction)
+    qcfg = GagsConfig().query
+    qcfg.decode_precision = args.decode_precision
+    if args.chunk_size:
+        qcfg.chunk_size = args.chunk_size
+    table = dict(zip(TEXTS + qcfg.canonical_phrases, list(texts) + list(canon)))
+    encoder = lambda ts: torch.stack([table[t] for t in ts])  # noqa: E731
+    eng = QueryEngine(qcfg, encoder)
+    one = texts[:1]
+    reps = args.repeats
+    feats = g.params["features"].detach()
+    if device.type == "cuda":
+        try:
+            x = torch.ones(64, 64, device=device, dtype=torch.bfloat16)
+            fp32_out = torch.mm(x, x, out_dtype=torch.float32).dtype == torch.float32
+        except (TypeError, RuntimeError) as e:
+            fp32_out = f"no ({e})"
+        say(f"torch.mm bf16 -> float32 output: {fp32_out}")
+    say(f"profile: {len(g)} Gaussians on {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
+        f"torch {torch.__version__}, decode {qcfg.decode_precision}, chunk {qcfg.chunk_size}")
+
+    # -- latency and per-stage breakdown of the current version
+    res = eng.query_embeddings(g, field, TEXTS[:1], one)[0]
+    lat = time_it(lambda: eng.query_embeddings(g, field, TEXTS[:1], one), device, reps)
+    lat5 = time_it(lambda: eng.query_embeddings(g, field, TEXTS, texts), device, max(3, reps // 4))
+    eng.sync_timings = True
+    stages = {}
+    for _ in range(reps):
+        r = eng.query_embeddings(g, field, TEXTS[:1], one)[0]
+        for k, v in r.timings.items():
+            stages.setdefault(k, []).append(v)
+    eng.sync_timings = False
+    say(f"current: latency 1 text {_median_ms(lat):.2f} ms (min {min(lat) * 1e3:.2f}), 5 texts {_median_ms(lat5):.2f} ms; "
+        f"selected {res.selected}, kept {res.kept}, targets {len(res.targets)}")
+    say("current stages (synchronised), median ms: " + ", ".join(f"{k} {_median_ms(v):.3f}" for k, v in stages.items()))
+
+    # -- decode variants: chunk sizes and precisions of the relevancy stage alone
+    rows = []
+    for prec in ("bfloat16", "float32") if device.type == "cuda" else ("float32",):
+        for cs in (1 << 20, 1 << 18):
+            c = GagsConfig().query
+            c.decode_precision, c.chunk_size = prec, cs
+            e = QueryEngine(c, encoder)
+            t = time_it(lambda: e.gaussian_relevancy(g, field, one), device, max(5, reps // 2))
+            rows.append(f"{prec}/{cs}: {_median_ms(t):.3f}")
+    say("relevancy stage alone (1 text), median ms: " + "; ".join(rows))
+
+    # -- accuracy: relevancy against the direct formula (decode, normalise, dot) in float32
+    with torch.no_grad():
+        sub = feats[:: max(1, len(g) // 200_000)]
+        direct32 = Q.relevancy(torch.cat([field.decode(sub[i:i + 65536]) for i in range(0, len(sub), 65536)]),
+                               one, eng.canonical(device), qcfg.temperature)
+        fused = eng.latent_relevancy(field, sub, one)
+        c32 = GagsConfig().query
+        c32.decode_precision = "float32"
+        fused32 = QueryEngine(c32, encoder).latent_relevancy(field, sub, one)
+    say(f"relevancy max |diff| vs direct float32 on {len(sub)} Gaussians: fused {qcfg.decode_precision} "
+        f"{(fused - direct32).abs().max().item():.2e}, fused float32 {(fused32 - direct32).abs().max().item():.2e}")
+
+    # -- the reference (older) version on the same map
+    ref = _load_reference(args.reference)
+    if ref is not None:
+        reng = ref.QueryEngine(qcfg, encoder)
+        rres = reng.query_embeddings(g, field, TEXTS[:1], one)[0]
+        rlat = time_it(lambda: reng.query_embeddings(g, field, TEXTS[:1], one), device, reps)
+        rlat5 = time_it(lambda: reng.query_embeddings(g, field, TEXTS, texts), device, max(3, reps // 4))
+        eligible = torch.arange(len(g), device=device)
+        rrel = time_it(lambda: reng.gaussian_relevancy(g, field, one, eligible), device, max(5, reps // 2))
+        with torch.no_grad():
+            rel_old = reng.gaussian_relevancy(g, field, one, eligible)[:, 0]
+            rel_new = eng.gaussian_relevancy(g, field, one)[:, 0]
+            norm = (rel_old - rel_old.min()) / (rel_old.max() - rel_old.min())
+            pts = g.params["means"].detach()[(norm > qcfg.threshold).nonzero(as_tuple=True)[0]]
+        rclean = time_it(lambda: ref.cleanup_mask(pts, qcfg.neighbour_radius, qcfg.keep_neighbours,
+                                                  qcfg.drop_neighbours), device, reps)
+        nclean = time_it(lambda: Q.cleanup_mask(pts, qcfg.neighbour_radius, qcfg.keep_neighbours,
+                                                qcfg.drop_neighbours), device, reps)
+        rcc = time_it(lambda: ref.connected_components(pts, qcfg.cluster_radius), device, reps)
+        ncc = time_it(lambda: Q.connected_components(pts, qcfg.cluster_radius), device, reps)
+        same_clean = torch.equal(ref.cleanup_mask(pts, qcfg.neighbour_radius, qcfg.keep_neighbours, qcfg.drop_neighbours),
+                                 Q.cleanup_mask(pts, qcfg.neighbour_radius, qcfg.keep_neighbours, qcfg.drop_neighbours))
+        same_cc = torch.equal(ref.connected_components(pts, qcfg.cluster_radius),
+                              Q.connected_components(pts, qcfg.cluster_radius))
+        same_targets = [
+            len(a.targets) == len(b.targets) and all(np.array_equal(x.indices, y.indices) for x, y in zip(a.targets, b.targets))
+            for a, b in zip(reng.query_embeddings(g, field, TEXTS, texts), eng.query_embeddings(g, field, TEXTS, texts))]
+        say(f"reference: latency 1 text {_median_ms(rlat):.2f} ms, 5 texts {_median_ms(rlat5):.2f} ms; relevancy stage "
+            f"{_median_ms(rrel):.3f} ms; selected {rres.selected}, kept {rres.kept}, targets {len(rres.targets)}")
+        say(f"on the {len(pts)} selected points: cleanup reference {_median_ms(rclean):.3f} ms / current "
+            f"{_median_ms(nclean):.3f} ms (same: {same_clean}); clusters reference {_median_ms(rcc):.3f} ms / "
+            f"current {_median_ms(ncc):.3f} ms (same: {same_cc})")
+        say(f"raw relevancy current vs reference: max |diff| {(rel_new - rel_old).abs().max().item():.2e}; "
+            f"identical targets per text (5 texts): {same_targets}")
+
+    # -- kernels and host synchronisations of one query
+    if device.type == "cuda":
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            eng.query_embeddings(g, field, TEXTS[:1], one)
+            sync(device)
+        ka = prof.key_averages()
+        calls = {k: sum(e.count for e in ka if e.key == k) for k in
+                 ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cudaStreamSynchronize",
+                  "cudaMemcpyAsync", "cudaDeviceSynchronize")}
+        say("runtime calls in one query: " + ", ".join(f"{k} {v}" for k, v in calls.items() if v))
+        tab = ka.table(sort_by="device_time_total" if hasattr(ka[0], "device_time_total") else "cuda_time_total",
+                       row_limit=30, max_name_column_width=60)
+        say(tab)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "query_profile.txt").write_text("\n".join(lines) + "\n")
+
+
 def means_of(g: GaussianMap, mask: torch.Tensor) -> np.ndarray:
     return g.params["means"].detach()[mask].mean(0).cpu().numpy()
 
@@ -300,6 +450,10 @@ def main(argv=None) -> int:
                     help="query.decode_precision")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip", choices=["query", "distill"], action="append", default=[])
+    ap.add_argument("--profile", action="store_true",
+                    help="per-stage breakdown of the 3D query instead of the benchmarks (prints, no records)")
+    ap.add_argument("--reference", default="",
+                    help="with --profile: an older gags_ros/core/query.py to compare with")
     args = ap.parse_args(argv)
     if args.quick:
         args.gaussians, args.distill_gaussians = min(args.gaussians, 20_000), min(args.distill_gaussians, 5_000)
@@ -318,6 +472,9 @@ def main(argv=None) -> int:
             print(f"[not recorded] {metric} = {value:.6g} {unit}")
 
     print(f"device {device}; torch {torch.__version__}")
+    if args.profile:
+        profile_query(args, device)
+        return 0
     if "query" not in args.skip:
         bench_query(args, device, emit)
     if "distill" not in args.skip:

@@ -115,6 +115,59 @@ def test_relevancy_matches_direct_formula():
     assert torch.isfinite(relevancy(phi, q, c, 1000.0)).all()
 
 
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_decode_dot_matches_decode(dtype):
+    # the fused relevancy path (no [n, D] embeddings, folded biases, QR of the last layer) against
+    # decode() @ v in float64; biases made large so that a wrong fold could not hide
+    torch.manual_seed(0)
+    field = LanguageField(16, 96)
+    with torch.no_grad():
+        for p in field.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    f = torch.randn(500, 16)
+    v = torch.nn.functional.normalize(torch.randn(7, 96), dim=-1)
+
+    def reference():
+        with torch.no_grad():
+            return field.double().decode(f.double()).double() @ v.double().T
+
+    ref = reference()
+    field.float()
+    got = field.decode_dot(f, v, dtype)
+    assert got.shape == (500, 7) and got.dtype == torch.float32
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        direct = field.decode(f).float() @ v.T
+    tol = 1e-5 if dtype is None else 4e-3                 # bfloat16 operands, like autocast
+    assert (got.double() - ref).abs().max() < tol
+    assert (got - direct).abs().max() < 2 * tol
+    # the cached fold follows the weights: an optimiser step changes the answer
+    opt = torch.optim.SGD(field.parameters(), lr=0.5)
+    field.decode(f).sum().backward()
+    opt.step()
+    with torch.no_grad():
+        after = field.decode(f).float() @ v.T
+    assert (field.decode_dot(f, v) - after).abs().max() < 1e-5
+    assert (after - direct).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_latent_relevancy_matches_the_direct_formula(planted, precision):
+    g, field, enc, parts = planted
+    cfg = GagsConfig().query
+    cfg.decode_precision = precision
+    cfg.chunk_size = 256                                  # several chunks
+    eng = QueryEngine(cfg, enc)
+    emb = eng.encode(["red mug", "blue chair", "laptop"], "cpu")
+    lat = g.params["features"].detach()
+    idx = torch.arange(0, len(g), 3)
+    got = eng.latent_relevancy(field, lat, emb, idx)
+    with torch.no_grad():
+        direct = relevancy(field.decode(lat[idx]), emb, eng.canonical("cpu"), cfg.temperature)
+    assert got.shape == direct.shape == (len(idx), 3)
+    # bfloat16: closer to float32 than bfloat16 autocast of decode() (which rounds the embeddings)
+    assert (got - direct).abs().max() < (1e-5 if precision == "float32" else 5e-3)
+
+
 def test_planted_query_returns_the_blob(planted):
     g, field, enc, parts = planted
     cfg = GagsConfig().query
@@ -226,6 +279,19 @@ def test_cleanup_and_clusters_match_brute_force(seed):
     assert len(set(zip(labels.tolist(), ref.tolist()))) == nc   # same partition
 
 
+def test_cleanup_cell_table_path_matches_brute_force(monkeypatch):
+    # large selections count pairs per (cell, offset) instead of per (point, offset)
+    import gags_ros.core.query as query
+
+    monkeypatch.setattr(query, "_POINT_TABLE_MAX", 0)
+    gen = torch.Generator().manual_seed(7)
+    pts = torch.rand(1500, 3, generator=gen) * 0.6
+    pts[:, 2] = 0.0
+    for max_pairs in (1000, 1 << 20):
+        kept = cleanup_mask(pts, 0.05, 20, 10, max_pairs=max_pairs)
+        assert np.array_equal(kept.numpy(), _reference_cleanup(pts, 0.05, 20, 10))
+
+
 def test_localisation_hit():
     yy, xx = torch.meshgrid(torch.arange(60.0), torch.arange(80.0), indexing="ij")
     r = torch.exp(-((xx - 65) ** 2 + (yy - 45) ** 2) / (2 * 6.0 ** 2))   # an object near a corner
@@ -276,6 +342,24 @@ def test_bfloat16_decoding_finds_the_same_target(planted):
     cfg.decode_precision = "bfloat16"
     (res,) = QueryEngine(cfg, enc).query(g, field, ["red mug"])
     assert len(res.targets) == 1 and np.array_equal(np.sort(res.targets[0].indices), parts["mug"])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_gpu_decode_dot_matches_decode(dtype):
+    # cuBLASLt paths (bias/ReLU epilogues, in-place residual GEMM, float32 output) on the GPU
+    torch.manual_seed(0)
+    field = LanguageField(16, 512)
+    with torch.no_grad():
+        for p in field.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    f = torch.randn(20000, 16)
+    v = torch.nn.functional.normalize(torch.randn(9, 512), dim=-1)
+    with torch.no_grad():
+        ref = field.double().decode(f.double()).double() @ v.double().T
+    field.float().cuda()
+    got = field.decode_dot(f.cuda(), v.cuda(), dtype).double().cpu()
+    assert (got - ref).abs().max() < (1e-5 if dtype is None else 4e-3)
 
 
 @pytest.mark.gpu

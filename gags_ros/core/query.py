@@ -7,10 +7,13 @@ phrases c (``QueryConfig.canonical_phrases``) at temperature T:
 
 (the right-hand form is the same number, computed without overflow).
 
-3D query (:meth:`QueryEngine.query`), per text, all on the map's device:
+3D query (:meth:`QueryEngine.query`), per text, on the map's device:
 
-1. decode the latent of every Gaussian at least ``min_opacity`` opaque, ``chunk_size`` at a time
-   (bfloat16 autocast on CUDA by default, see ``decode_precision``), relevancy per Gaussian;
+1. relevancy of every Gaussian at least ``min_opacity`` opaque, ``chunk_size`` at a time: the
+   decoder runs up to its last hidden layer (bfloat16 on CUDA by default, see
+   ``decode_precision``) and the dot products with the texts and canonical phrases and the
+   embedding norm are taken from there (:meth:`LanguageField.decode_dot`), so the D-dim
+   embeddings are never formed;
 2. min-max normalise over those Gaussians, select the ones above ``threshold``;
 3. radius-neighbour cleanup among the selected (``neighbour_radius``): a Gaussian with more than
    ``keep_neighbours`` selected neighbours is a core point and kept; fewer than ``drop_neighbours``:
@@ -23,9 +26,12 @@ phrases c (``QueryConfig.canonical_phrases``) at temperature T:
    best score first, at least ``min_score``, at most ``max_targets``.
 
 Neighbour searches hash the points into cubic cells and bound each count from the cells before
-measuring any distance, so only the few undecided points pay for exact pair distances; connected
-components use hook-and-jump label propagation. Everything is torch: the same code answers on CPU
-and GPU (the GPU meets the latency target on 1M Gaussians; see bench/query.py).
+measuring any distance, so only the points of undecided cells pay for exact pair distances; the
+linked cell pairs of the clustering go to the host, where scipy's graph search labels them, and
+the per-target statistics are numpy passes over one copy of the kept Gaussians. The tables are
+dense tensors, so a query launches few kernels and synchronises with the device a handful of
+times. The same code answers on CPU and GPU (the GPU meets the latency target on 1M Gaussians;
+see bench/query.py, ``--profile`` for a per-stage breakdown).
 
 2D: :meth:`QueryEngine.relevancy_image` renders the latents of any camera view and decodes them;
 :func:`localisation_hit`, :func:`segmentation_mask` and :func:`iou` implement the evaluation
@@ -97,44 +103,55 @@ def relevancy(phi: torch.Tensor, queries: torch.Tensor, canonical: torch.Tensor,
 # ------------------------------------------------------------------------------------------------
 # Spatial hashing, neighbour cleanup, connected components
 # ------------------------------------------------------------------------------------------------
+# Both searches work on cells of a cubic grid whose diagonal is just below the radius, so all
+# points of one cell are within the radius of each other, and a neighbour lies at most 2 cells away
+# per axis (125 cells). The tables are dense ``[C or N, 125]`` tensors rather than neighbour
+# lists: on the GPU a query of a few thousand points costs launches and host synchronisations,
+# not arithmetic, so the code keeps both few (gathers use index_select, the lightest launch).
+_REACH = 2
+_OFFSETS: Dict[tuple, torch.Tensor] = {}
+_POINT_TABLE_MAX = 1 << 25     # largest [points x 125] pair-count table of the cleanup (int64 entries)
+
+
 def _offsets(reach: int, device) -> torch.Tensor:
-    r = torch.arange(-reach, reach + 1, device=device)
-    return torch.cartesian_prod(r, r, r)                      # [(2 reach + 1)^3, 3]
+    """``[(2 reach + 1)^3, 3]`` int64 cell offsets, symmetric order (cached per device)."""
+    key = (reach, str(device))
+    if key not in _OFFSETS:
+        r = torch.arange(-reach, reach + 1)
+        _OFFSETS[key] = torch.cartesian_prod(r, r, r).to(device)
+    return _OFFSETS[key]
+
+
+def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x[idx]`` along dim 0 for an integer ``idx`` of any shape."""
+    if idx.dim() == 1:
+        return x.index_select(0, idx)
+    return x.index_select(0, idx.reshape(-1)).view(*idx.shape, *x.shape[1:])
 
 
 class _Grid:
-    """Points ``[N, 3]`` hashed into cubic cells of side ``cell``; ``reach`` = the largest cell
-    offset that will be looked up."""
+    """Points ``[N, 3]`` hashed into cubic cells of side ``cell``; tables for the ``reach`` cells
+    around each occupied cell."""
 
-    def __init__(self, pts: torch.Tensor, cell: float, reach: int = 2):
+    def __init__(self, pts: torch.Tensor, cell: float, reach: int = _REACH):
         dev = pts.device
         self.n = pts.shape[0]
-        lo = pts.min(dim=0).values
-        ijk = torch.floor((pts - lo) / cell).long() + reach    # margin: offsets stay >= 0
-        self.dims = ijk.max(dim=0).values + reach + 1
-        key = self._key(ijk)
-        self.order = torch.argsort(key)                        # point indices sorted by cell
-        skey = key[self.order]
-        self.keys, self.counts = torch.unique_consecutive(skey, return_counts=True)   # [C]
-        self.starts = torch.cumsum(self.counts, 0) - self.counts
+        ijk = torch.floor((pts - pts.amin(dim=0)) / cell).long() + reach   # margin: offsets stay in range
+        dims = ijk.amax(dim=0) + (reach + 1)
+        # linear cell keys; neighbour keys are key + offset key thanks to the margin
+        strides = torch.stack([dims[1] * dims[2], dims[2], torch.ones_like(dims[2])])
+        key = (ijk * strides).sum(dim=-1)                     # (no integer GEMM on CUDA)
+        skey, self.order = torch.sort(key)                    # point indices sorted by cell
+        self.keys, inverse, self.counts = torch.unique_consecutive(
+            skey, return_inverse=True, return_counts=True)    # [C] (synchronises: C)
         self.num_cells = int(self.keys.shape[0])
-        cell_sorted = torch.repeat_interleave(torch.arange(self.num_cells, device=dev), self.counts)
-        self.cell_of = torch.empty(self.n, dtype=torch.long, device=dev)
-        self.cell_of[self.order] = cell_sorted                 # [N] cell of each point
-        self.cell_ijk = ijk[self.order[self.starts]]           # [C, 3]
-
-    def _key(self, ijk: torch.Tensor) -> torch.Tensor:
-        return (ijk[..., 0] * self.dims[1] + ijk[..., 1]) * self.dims[2] + ijk[..., 2]
-
-    def neighbour_cells(self, offsets: torch.Tensor) -> torch.Tensor:
-        """``[C, O]`` index of the occupied cell at each offset of each cell, -1 where empty."""
-        nkey = self._key(self.cell_ijk[:, None, :] + offsets[None])
-        pos = torch.searchsorted(self.keys, nkey).clamp_max(self.num_cells - 1)
-        return torch.where(self.keys[pos] == nkey, pos, torch.full_like(pos, -1))
-
-    def cell_counts(self, cells: torch.Tensor) -> torch.Tensor:
-        """Points in each of ``cells`` (any shape, -1 = none -> 0)."""
-        return torch.where(cells >= 0, self.counts[cells.clamp_min(0)], torch.zeros_like(cells))
+        self.starts = torch.cumsum(self.counts, 0) - self.counts
+        self.cell_of = torch.empty_like(inverse).index_copy_(0, self.order, inverse)   # [N] cell of each point
+        nkey = self.keys[:, None] + (_offsets(reach, dev) * strides).sum(dim=-1)       # [C, O]
+        pos = torch.searchsorted(self.keys, nkey).clamp_max_(self.num_cells - 1)
+        found = _take(self.keys, pos) == nkey
+        self.nb = torch.where(found, pos, 0)                  # [C, O] neighbour cell (0 where none)
+        self.nb_count = torch.where(found, _take(self.counts, pos), 0)   # [C, O] its points (0: none)
 
 
 def _chunk_edges(cum: torch.Tensor, max_pairs: int) -> List[int]:
@@ -147,31 +164,51 @@ def _chunk_edges(cum: torch.Tensor, max_pairs: int) -> List[int]:
     return sorted(set([0] + [b for b in bounds if 0 < b < Q] + [Q]))
 
 
-def _enumerate(grid: _Grid, query: torch.Tensor, cand_cells: torch.Tensor, max_pairs: int):
-    """Yield ``(q_pos, j)`` chunks: every point ``j`` of the candidate cells ``cand_cells`` ``[Q, O]``
-    of query point positions ``q_pos`` (indices into ``query`` ``[Q]``)."""
-    Q, O = cand_cells.shape
-    if Q == 0:
-        return
-    cnt = grid.cell_counts(cand_cells)                        # [Q, O]
-    per_q = cnt.sum(dim=1)
-    cum = torch.cumsum(per_q, 0).cpu()
-    total = int(cum[-1])
+def _pairs(grid: _Grid, pairs: torch.Tensor, max_pairs: int, rows: Optional[torch.Tensor] = None):
+    """Yield ``(entry, i, j)`` chunks of point pairs from a table with ``O`` = 125 columns.
+
+    ``rows`` None: a cell table; ``pairs`` ``[C * O]`` counts, normally ``counts[a] * nb_count[a, o]``
+    (0 = skip), and the pairs are every point ``i`` of cell ``a`` with every point ``j`` of cell
+    ``grid.nb[a, o]``. ``rows`` ``[N]`` (the cell of each point): a point table; ``pairs``
+    ``[N * O]`` (normally ``nb_count[rows[p], o]``) pairs point ``i = p`` with every point of cell
+    ``grid.nb[rows[p], o]``. ``entry`` = row * O + o of each pair."""
+    cum = torch.cumsum(pairs, 0)
+    total = int(cum[-1]) if cum.numel() else 0               # synchronises
     if total == 0:
         return
-    edges = _chunk_edges(cum, max_pairs)
-    dev = cand_cells.device
-    for s, e in zip(edges[:-1], edges[1:]):
-        c = cnt[s:e].reshape(-1)
-        cells = cand_cells[s:e].reshape(-1)
-        n = int(cum[e - 1] - (cum[s - 1] if s > 0 else 0))
+    if total <= max_pairs:
+        edges, ends = [0, pairs.shape[0]], [0, total]
+    else:
+        cum_cpu = cum.cpu()
+        edges = _chunk_edges(cum_cpu, max_pairs)
+        ends = [0] + [int(cum_cpu[e - 1]) for e in edges[1:]]      # pairs before each chunk
+    dev = pairs.device
+    O = grid.nb.shape[1]
+    nb_flat = grid.nb.reshape(-1)
+    first = cum - pairs                                       # first pair of each entry
+    for k, (s, e) in enumerate(zip(edges[:-1], edges[1:])):
+        n = ends[k + 1] - ends[k]
         if n == 0:
             continue
-        seg = torch.repeat_interleave(torch.arange(c.shape[0], device=dev), c, output_size=n)
-        first = torch.cumsum(c, 0) - c
-        local = torch.arange(n, device=dev) - first[seg]
-        j = grid.order[grid.starts[cells[seg]] + local]
-        yield s + torch.div(seg, O, rounding_mode="floor"), j
+        entry = torch.repeat_interleave(torch.arange(s, e, device=dev), pairs[s:e], output_size=n)
+        local = torch.arange(ends[k], ends[k + 1], device=dev) - first.index_select(0, entry)
+        row = torch.div(entry, O, rounding_mode="floor")
+        if rows is None:
+            a = row
+            b = nb_flat.index_select(0, entry)
+            nb_n = grid.counts.index_select(0, b)
+            i = grid.order.index_select(0, grid.starts.index_select(0, a) + torch.div(local, nb_n, rounding_mode="floor"))
+            local = local % nb_n
+        else:
+            i = row
+            b = nb_flat.index_select(0, rows.index_select(0, row) * O + entry % O)
+        j = grid.order.index_select(0, grid.starts.index_select(0, b) + local)
+        yield entry, i, j
+
+
+def _close(pts: torch.Tensor, i: torch.Tensor, j: torch.Tensor, r2: float) -> torch.Tensor:
+    """``[P]`` bool: points ``i`` and ``j`` within squared distance ``r2``."""
+    return (pts.index_select(0, i) - pts.index_select(0, j)).pow_(2).sum(-1) <= r2
 
 
 def cleanup_mask(pts: torch.Tensor, radius: float, keep: int, drop: int,
@@ -186,60 +223,89 @@ def cleanup_mask(pts: torch.Tensor, radius: float, keep: int, drop: int,
     dev = pts.device
     if S == 0 or radius <= 0:
         return torch.ones(S, dtype=torch.bool, device=dev)
-    # Cells whose diagonal is below the radius: a point's own cell holds only neighbours (lower
-    # bound), and every neighbour lies within 2 cells per axis (upper bound from 125 cells).
-    grid = _Grid(pts, radius / math.sqrt(3.0) * (1.0 - 1e-6), reach=2)
-    nb = grid.neighbour_cells(_offsets(2, dev))               # [C, 125]
-    upper_cell = grid.cell_counts(nb).sum(dim=1) - 1
-    lower = grid.counts[grid.cell_of] - 1                     # [S]
-    upper = upper_cell[grid.cell_of]
-    core = lower > keep
-    undecided = ~core & (upper >= drop)
-    count = lower.clone()
+    grid = _Grid(pts, radius / math.sqrt(3.0) * (1.0 - 1e-6))
+    # Per cell, bounds on the neighbour count of its points: its own cell's other points are all
+    # neighbours (lower), the 125 cells around hold every neighbour (upper). Only points of cells
+    # the bounds leave open are measured, pair by pair.
+    lower = grid.counts - 1                                   # [C]
+    upper = grid.nb_count.sum(dim=1) - 1
+    core_cell = lower > keep
+    open_cell = ~core_cell & (upper >= drop)
+    if S * grid.nb.shape[1] <= _POINT_TABLE_MAX:              # pairs per (point, offset): fewer launches
+        rows = grid.cell_of
+        pairs = (_take(grid.nb_count, rows) * _take(open_cell, rows)[:, None]).reshape(-1)      # [S * O]
+    else:                                                     # per (cell, offset): less memory
+        rows = None
+        pairs = (grid.counts[:, None] * grid.nb_count * open_cell[:, None]).reshape(-1)          # [C * O]
+    # exact counts: the pairs include each measured point with itself once, hence the -1; points
+    # not measured keep -1, below every threshold
+    count = torch.full((S,), -1, dtype=torch.long, device=dev)
     r2 = radius * radius
-    und = undecided.nonzero(as_tuple=True)[0]
-    if und.numel():
-        cnt = torch.zeros(und.shape[0], dtype=torch.long, device=dev)
-        for qp, j in _enumerate(grid, und, nb[grid.cell_of[und]], max_pairs):
-            i = und[qp]
-            close = ((pts[i] - pts[j]).pow(2).sum(-1) <= r2) & (i != j)
-            cnt.index_add_(0, qp[close], torch.ones_like(qp[close]))
-        count[und] = cnt
-        core[und] = cnt > keep
-    border = undecided & ~core & (count >= drop)
-    keep_mask = core.clone()
-    bidx = border.nonzero(as_tuple=True)[0]
-    if bidx.numel():
-        hit = torch.zeros(bidx.shape[0], dtype=torch.bool, device=dev)
-        for qp, j in _enumerate(grid, bidx, nb[grid.cell_of[bidx]], max_pairs):
-            i = bidx[qp]
-            ok = core[j] & ((pts[i] - pts[j]).pow(2).sum(-1) <= r2)
-            hit[qp[ok]] = True
-        keep_mask[bidx] = hit
-    return keep_mask
+    found = []
+    for _, i, j in _pairs(grid, pairs, max_pairs, rows):
+        close = _close(pts, i, j, r2)
+        count.index_add_(0, i, close.long())
+        found.append((i, j, close))
+    core = _take(core_cell, grid.cell_of) | (count > keep)
+    # a border point (measured, drop <= count <= keep) stays next to a core point; its pair with
+    # itself never counts, as it is not core
+    hit = torch.zeros(S, dtype=torch.long, device=dev)
+    if len(found) > 1:                                        # chunked: enumerate again, not store
+        found = ((i, j, _close(pts, i, j, r2)) for _, i, j in _pairs(grid, pairs, max_pairs, rows))
+    for i, j, close in found:
+        hit.index_add_(0, i, (close & core.index_select(0, j)).long())
+    return core | ((count >= drop) & (hit > 0))
 
 
-def _union_find(n: int, u: torch.Tensor, v: torch.Tensor, parent: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Connected components of ``n`` nodes and edges ``(u, v)`` by hooking roots onto the smaller
-    root and pointer jumping. Returns ``[n]`` the smallest node id of each node's component."""
-    if parent is None:
-        parent = torch.arange(n, device=u.device)
-    if u.numel() == 0:
-        return parent
-    while True:
-        pu, pv = parent[u], parent[v]
-        m = torch.minimum(pu, pv)
-        new = parent.clone()
-        new.scatter_reduce_(0, pu, m, reduce="amin")
-        new.scatter_reduce_(0, pv, m, reduce="amin")
-        while True:
-            jumped = new[new]
-            if torch.equal(jumped, new):
-                break
-            new = jumped
-        if torch.equal(new, parent):
-            return parent
-        parent = new
+def _cell_components(pts: torch.Tensor, radius: float, max_pairs: int = MAX_PAIRS):
+    """Single-linkage components of ``pts`` ``[K, 3]`` (K > 0, radius > 0) at the cell level.
+
+    Returns ``(grid, labels, n)``: the :class:`_Grid`, ``[C]`` int64 numpy component of each cell
+    (numbered by smallest cell id), and the number of components. The cell tests run on the
+    device; the linked cell pairs (a few per cell) go to the host, where scipy's graph search
+    labels them (a label propagation on the GPU costs dozens of tiny launches and host syncs)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components as graph_components
+
+    dev = pts.device
+    grid = _Grid(pts, radius / math.sqrt(3.0) * (1.0 - 1e-6))
+    C, nb = grid.num_cells, grid.nb
+    O = nb.shape[1]
+    r2 = radius * radius
+    # each unordered pair of occupied cells once: 1 when their first points are within the
+    # radius (linked for sure), else 2 (linked when some pair of their points is)
+    rep = _take(pts, _take(grid.order, grid.starts))          # [C, 3] first point of each cell
+    sure = (_take(rep, nb) - rep[:, None]).pow_(2).sum(-1) <= r2
+    code = (2 - sure.long()) * ((nb > torch.arange(C, device=dev)[:, None]) & (grid.nb_count > 0))
+    entry = code.reshape(-1).nonzero(as_tuple=True)[0]
+    host = torch.stack([entry, _take(nb.reshape(-1), entry) * 4 + _take(code.reshape(-1), entry)]).cpu().numpy()
+    a, b, kind = host[0] // O, host[1] >> 2, host[1] & 3
+
+    def label(edges):
+        g = coo_matrix((np.ones(int(edges.sum())), (a[edges], b[edges])), shape=(C, C))
+        return graph_components(g, directed=False)
+
+    n, lab = label(kind == 1)
+    todo = (kind == 2) & (lab[a] != lab[b])                   # maybe, and not joined yet
+    if todo.any():
+        # never linked when the boxes of their points are farther apart than the radius; the
+        # rest are measured point by point
+        e = torch.as_tensor(host[0][todo], device=dev)
+        ca, cb = torch.div(e, O, rounding_mode="floor"), _take(nb.reshape(-1), e)
+        idx = grid.cell_of[:, None].expand(-1, 3)
+        bmin = torch.full((C, 3), float("inf"), device=dev).scatter_reduce_(0, idx, pts, "amin")
+        bmax = torch.full((C, 3), float("-inf"), device=dev).scatter_reduce_(0, idx, pts, "amax")
+        gap = torch.maximum(_take(bmin, cb) - _take(bmax, ca), _take(bmin, ca) - _take(bmax, cb)).clamp_min_(0)
+        pairs = torch.zeros(C * O, dtype=torch.long, device=dev)
+        pairs[e] = (_take(grid.counts, ca) * _take(grid.nb_count.reshape(-1), e)) * (gap.pow_(2).sum(-1) <= r2)
+        linked = torch.zeros(C * O, dtype=torch.long, device=dev)
+        for ent, i, j in _pairs(grid, pairs, max_pairs):
+            linked.index_add_(0, ent, _close(pts, i, j, r2).long())
+        close = _take(linked, e).cpu().numpy() > 0
+        link = kind == 1
+        link[np.flatnonzero(todo)[close]] = True
+        n, lab = label(link)
+    return grid, lab.astype(np.int64), int(n)
 
 
 def connected_components(pts: torch.Tensor, radius: float, max_pairs: int = MAX_PAIRS) -> torch.Tensor:
@@ -247,10 +313,9 @@ def connected_components(pts: torch.Tensor, radius: float, max_pairs: int = MAX_
     share a component. Returns ``[K]`` int64 labels ``0 .. n-1``.
 
     Cells have a diagonal below ``radius``, so a cell's points form one component at once. Two
-    cells within reach are linked without measuring points when their boxes' farthest corners
-    are within the radius or their first points are; never when their boxes are farther apart
-    than the radius; the remaining cell pairs are measured point by point, and only when they
-    are still in different components.
+    cells within reach are linked without measuring points when their first points are within
+    the radius; otherwise, when they are still in different components, never when the boxes of
+    their points are farther apart than the radius, else point by point.
     """
     K = pts.shape[0]
     dev = pts.device
@@ -258,47 +323,8 @@ def connected_components(pts: torch.Tensor, radius: float, max_pairs: int = MAX_
         return torch.zeros(0, dtype=torch.long, device=dev)
     if radius <= 0:
         return torch.unique(pts, dim=0, return_inverse=True)[1]
-    grid = _Grid(pts, radius / math.sqrt(3.0) * (1.0 - 1e-6), reach=2)
-    C = grid.num_cells
-    nb = grid.neighbour_cells(_offsets(2, dev))               # [C, 125]
-    a = torch.arange(C, device=dev)[:, None].expand_as(nb)
-    valid = nb > a                                            # each unordered pair once
-    a, b = a[valid], nb[valid]
-    cell_of3 = grid.cell_of[:, None].expand(-1, 3)
-    bmin = torch.full((C, 3), float("inf"), device=dev).scatter_reduce(0, cell_of3, pts, "amin")
-    bmax = torch.full((C, 3), float("-inf"), device=dev).scatter_reduce(0, cell_of3, pts, "amax")
-    gap = torch.maximum(bmin[b] - bmax[a], bmin[a] - bmax[b]).clamp_min(0)
-    lower = gap.pow(2).sum(-1)
-    span = torch.maximum((bmax[b] - bmin[a]).abs(), (bmax[a] - bmin[b]).abs())
-    upper = span.pow(2).sum(-1)
-    rep = pts[grid.order[grid.starts]]                        # first point of each cell
-    r2 = radius * radius
-    sure = (upper <= r2) | ((rep[a] - rep[b]).pow(2).sum(-1) <= r2)
-    comp = _union_find(C, a[sure], b[sure])
-    maybe = ~sure & (lower <= r2)
-    ma, mb = a[maybe], b[maybe]
-    todo = comp[ma] != comp[mb]
-    ma, mb = ma[todo], mb[todo]
-    if ma.numel():
-        na, nbn = grid.counts[ma], grid.counts[mb]
-        pairs = na * nbn
-        cum = torch.cumsum(pairs, 0).cpu()
-        E = ma.shape[0]
-        edges = _chunk_edges(cum, max_pairs)
-        linked = torch.zeros(E, dtype=torch.bool, device=dev)
-        for s, e in zip(edges[:-1], edges[1:]):
-            p = pairs[s:e]
-            n = int(cum[e - 1] - (cum[s - 1] if s > 0 else 0))
-            seg = torch.repeat_interleave(torch.arange(e - s, device=dev), p, output_size=n)
-            local = torch.arange(n, device=dev) - (torch.cumsum(p, 0) - p)[seg]
-            nb_seg = nbn[s:e][seg]
-            ia = grid.order[grid.starts[ma[s:e][seg]] + torch.div(local, nb_seg, rounding_mode="floor")]
-            ib = grid.order[grid.starts[mb[s:e][seg]] + local % nb_seg]
-            close = (pts[ia] - pts[ib]).pow(2).sum(-1) <= r2
-            linked[s + seg[close]] = True
-        comp = _union_find(C, ma[linked], mb[linked], parent=comp)
-    labels = comp[grid.cell_of]
-    return torch.unique(labels, return_inverse=True)[1]
+    grid, lab, _ = _cell_components(pts, radius, max_pairs)
+    return torch.as_tensor(lab, device=dev)[grid.cell_of]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -317,6 +343,7 @@ class QueryEngine:
         self.text_encoder = text_encoder
         self._canonical_key: Optional[tuple] = None
         self._canonical: Optional[torch.Tensor] = None
+        self.sync_timings = False     # True: QueryResult.timings per stage, synchronising between them
 
     # ---- text ---------------------------------------------------------------------------------
     def encode(self, texts: Sequence[str], device) -> torch.Tensor:
@@ -344,19 +371,23 @@ class QueryEngine:
     def latent_relevancy(self, field, latents: torch.Tensor, text_emb: torch.Tensor,
                          index: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``[n, T]`` raw relevancy of ``latents`` ``[N, F]`` (rows ``index`` only, when given) to
-        ``text_emb`` ``[T, D]``, decoding ``chunk_size`` rows at a time."""
+        ``text_emb`` ``[T, D]``, decoding ``chunk_size`` rows at a time.
+
+        The texts and canonical phrases are scored straight from the decoder's last hidden layer
+        (:meth:`LanguageField.decode_dot`): the same numbers as :func:`relevancy` of
+        ``field.decode`` up to rounding, without ``[n, D]`` embeddings."""
         dev = latents.device
-        canon = self.canonical(dev)
-        amp = autocast_dtype(self.cfg.decode_precision, dev)
+        T = text_emb.shape[0]
+        vecs = torch.cat([text_emb.float(), self.canonical(dev).float()])      # [T + C, D]
+        plan = field.dot_plan(vecs, autocast_dtype(self.cfg.decode_precision, dev))
         n = latents.shape[0] if index is None else index.shape[0]
-        out = torch.empty(n, text_emb.shape[0], device=dev)
+        out = torch.empty(n, T, device=dev)
         cs = int(self.cfg.chunk_size)
-        with torch.no_grad():
-            for s in range(0, n, cs):
-                f = latents[s:s + cs] if index is None else latents[index[s:s + cs]]
-                with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    phi = field.decode(f)
-                out[s:s + cs] = relevancy(phi, text_emb, canon, self.cfg.temperature)
+        for s in range(0, n, cs):
+            f = latents[s:s + cs] if index is None else latents[index[s:s + cs]]
+            dots = plan(f)                                                       # [m, T + C]
+            canon = dots[:, T:].amax(dim=-1, keepdim=True)
+            torch.sigmoid(self.cfg.temperature * (dots[:, :T] - canon), out=out[s:s + cs])
         return out
 
     def gaussian_relevancy(self, gaussians, field, text_emb: torch.Tensor,
@@ -431,7 +462,7 @@ class QueryEngine:
             for r in results:
                 r.reason = why
             return results
-        t0 = time.perf_counter()
+        clock = _Clock(gaussians.params["features"].device, self.sync_timings)
         with torch.no_grad():
             means = gaussians.params["means"].detach()
             opac = gaussians.opacities.detach()
@@ -440,61 +471,88 @@ class QueryEngine:
                 for r in results:
                     r.reason = f"no Gaussian is at least {cfg.min_opacity} opaque (query.min_opacity)"
                 return results
-            rel = self.gaussian_relevancy(gaussians, field, text_emb, eligible)   # [n, T]
+            index = None if eligible.numel() == means.shape[0] else eligible   # all: no gather
+            rel = self.gaussian_relevancy(gaussians, field, text_emb, index)   # [n, T]
             lo, hi = rel.amin(dim=0), rel.amax(dim=0)
             norm = (rel - lo) / (hi - lo).clamp_min(1e-12)
-            t_rel = time.perf_counter() - t0
+            t_rel = clock.lap()
             for k, r in enumerate(results):
-                t1 = time.perf_counter()
-                self._targets_for(r, means, eligible, rel[:, k], norm[:, k], max_targets, min_score)
-                r.timings.update(relevancy_s=t_rel, targets_s=time.perf_counter() - t1,
-                                 total_s=t_rel + time.perf_counter() - t1)
+                self._targets_for(r, means, eligible, rel[:, k], norm[:, k], max_targets, min_score, clock)
+                t_targets = sum(r.timings.values())
+                r.timings.update(relevancy_s=t_rel, targets_s=t_targets, total_s=t_rel + t_targets)
         return results
 
     def _targets_for(self, res: QueryResult, means: torch.Tensor, eligible: torch.Tensor,
-                     raw: torch.Tensor, norm: torch.Tensor, max_targets: int, min_score: float) -> None:
+                     raw: torch.Tensor, norm: torch.Tensor, max_targets: int, min_score: float,
+                     clock: "_Clock") -> None:
+        """Fills ``res`` from the raw ``[n]`` and min-max normalised ``[n]`` relevancy of the
+        ``eligible`` Gaussians; ``res.timings`` gets each stage's seconds (laps of ``clock``)."""
         cfg = self.cfg
         sel = (norm > cfg.threshold).nonzero(as_tuple=True)[0]
         res.selected = int(sel.numel())
         if res.selected == 0:
+            res.timings["select_s"] = clock.lap()
             res.reason = f"no Gaussian above the relevancy threshold {cfg.threshold} (query.threshold)"
             return
-        pts = means[eligible[sel]]
+        gidx = eligible.index_select(0, sel)                  # Gaussian indices of the selected
+        pts = means.index_select(0, gidx)
+        res.timings["select_s"] = clock.lap()
         kept = cleanup_mask(pts, cfg.neighbour_radius, cfg.keep_neighbours, cfg.drop_neighbours)
-        sel, pts = sel[kept], pts[kept]
+        kept = kept.nonzero(as_tuple=True)[0]
+        sel, gidx, pts = sel.index_select(0, kept), gidx.index_select(0, kept), pts.index_select(0, kept)
         res.kept = int(sel.numel())
+        res.timings["cleanup_s"] = clock.lap()
         if res.kept == 0:
             res.reason = (f"all {res.selected} selected Gaussians were isolated (fewer than "
                           f"{cfg.keep_neighbours} selected neighbours within {cfg.neighbour_radius} m)")
             return
-        labels = connected_components(pts, cfg.cluster_radius)
-        n = int(labels.max()) + 1
-        dev = pts.device
-        counts = torch.bincount(labels, minlength=n)
-        cf = counts.to(pts.dtype)
-        score = torch.zeros(n, device=dev).index_add_(0, labels, raw[sel].float()) / cf
-        centroid = torch.zeros(n, 3, device=dev).index_add_(0, labels, pts) / cf[:, None]
-        lab3 = labels[:, None].expand(-1, 3)
-        bmin = torch.full((n, 3), float("inf"), device=dev).scatter_reduce(0, lab3, pts, "amin")
-        bmax = torch.full((n, 3), float("-inf"), device=dev).scatter_reduce(0, lab3, pts, "amax")
-        order = torch.argsort(score, descending=True)
+        if cfg.cluster_radius > 0:
+            grid, cell_label, n = _cell_components(pts, cfg.cluster_radius)
+            cell_of = grid.cell_of
+        else:                                                 # only coincident points share a target
+            cell_of = torch.unique(pts, dim=0, return_inverse=True)[1]
+            n = int(cell_of.max()) + 1
+            cell_label = np.arange(n)
+        res.timings["cluster_s"] = clock.lap()
+        # Per-target statistics on the host: a few numpy passes over the kept Gaussians instead of
+        # a dozen small launches. Float64 holds the coordinates, relevancy and indices exactly.
+        host = torch.cat([pts.double(), raw.index_select(0, sel)[:, None].double(),      # [K, 6], one copy
+                          torch.stack([cell_of, gidx], dim=1).double()], dim=1).cpu().numpy()
+        labels, gidx = cell_label[host[:, 4].astype(np.int64)], host[:, 5].astype(np.int64)
+        counts = np.bincount(labels, minlength=n)
+        score = np.bincount(labels, weights=host[:, 3], minlength=n) / counts
+        order = np.argsort(-score, kind="stable")
         order = order[score[order] >= min_score][:max_targets]
-        if order.numel() == 0:
+        if order.size == 0:
             res.reason = (f"{n} candidate target(s), none with score >= {min_score:.3f} (best "
                           f"{float(score.max()):.3f}; query.min_score)")
-            return
-        # Gaussian indices of the returned targets only, grouped by label in one sort.
-        gidx = eligible[sel]
-        by_label = torch.argsort(labels, stable=True)
-        starts = (torch.cumsum(counts, 0) - counts).cpu()
-        counts_c, order_c = counts.cpu(), order.cpu()
-        gsorted = gidx[by_label].cpu().numpy()
-        sc, ce, b0, b1 = (x.cpu().numpy() for x in (score, centroid, bmin, bmax))
-        for t in order_c.tolist():
-            s, c = int(starts[t]), int(counts_c[t])
-            res.targets.append(QueryTarget(res.text, float(sc[t]), ce[t].astype(np.float64),
-                                           b0[t].astype(np.float64), b1[t].astype(np.float64),
-                                           np.sort(gsorted[s:s + c]).astype(np.int64), c))
+        for t in order.tolist():
+            mine = labels == t
+            p = host[mine, :3]
+            res.targets.append(QueryTarget(res.text, float(score[t]), p.mean(axis=0), p.min(axis=0), p.max(axis=0),
+                                           np.sort(gidx[mine]).astype(np.int64), int(counts[t])))
+        res.timings["stats_s"] = clock.lap()
+
+
+class _Clock:
+    """Stage timer of a query: seconds since the last lap, synchronising the device first when
+    ``sync`` (exact per-stage times for profiling; off by default, as syncs cost time)."""
+
+    def __init__(self, device: torch.device, sync: bool):
+        self.device = torch.device(device)
+        self.sync = sync and self.device.type == "cuda"
+        self._sync()
+        self.t = time.perf_counter()
+
+    def _sync(self):
+        if self.sync:
+            torch.cuda.synchronize(self.device)
+
+    def lap(self) -> float:
+        self._sync()
+        now = time.perf_counter()
+        dt, self.t = now - self.t, now
+        return dt
 
 
 # ------------------------------------------------------------------------------------------------
