@@ -1,7 +1,6 @@
 """The whole online system in one process (no ROS): a simulated RGB-D stream through GagsPipeline
 with the label-grounded teacher; queries, save/load, reset; CLIP-GS classify/retrieve plumbing."""
 
-import json
 
 import numpy as np
 import pytest

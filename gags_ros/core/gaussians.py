@@ -23,6 +23,17 @@ SH_C0 = 0.28209479177387814  # Y_0^0, so rgb = 0.5 + SH_C0 * sh0 (the 3DGS / gsp
 GEOMETRY_KEYS = ("means", "scales", "quats", "opacities", "sh0")
 
 
+def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
+    """``[..., 4]`` quaternions (w, x, y, z), normalised here, to ``[..., 3, 3]`` rotations."""
+    w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
+    R = torch.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ], dim=-1)
+    return R.reshape(quats.shape[:-1] + (3, 3))
+
+
 def rgb_to_sh0(rgb: torch.Tensor) -> torch.Tensor:
     """``[..., 3]`` RGB in [0, 1] to the SH DC coefficient."""
     return (rgb - 0.5) / SH_C0

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..gaussians import GaussianMap
+from ..gaussians import GaussianMap, quat_to_rotmat
 
 __all__ = ["ATTR_DIM", "SCALE_REF", "ObjectGaussians", "Canonical", "SampledObject", "attributes",
            "canonicalize", "object_from_map", "quat_to_rotmat", "rotmat_to_quat", "quat_multiply",
@@ -46,17 +46,6 @@ SCALE_REF = 0.02  # canonical std dev (fraction of the object radius) that maps 
 # ------------------------------------------------------------------------------------------------
 # Rotation helpers (quaternions are (w, x, y, z), as in gaussians.py)
 # ------------------------------------------------------------------------------------------------
-
-def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
-    """``[..., 4]`` quaternions (normalised here) -> ``[..., 3, 3]`` rotation matrices."""
-    w, x, y, z = F.normalize(q, dim=-1).unbind(-1)
-    R = torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1)
-    return R.reshape(q.shape[:-1] + (3, 3))
-
 
 def rotmat_to_quat(R: torch.Tensor) -> torch.Tensor:
     """``[..., 3, 3]`` rotations -> ``[..., 4]`` unit quaternions (w >= 0), batched Shepperd."""

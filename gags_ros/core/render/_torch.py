@@ -25,25 +25,14 @@ import math
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from ..gaussians import quat_to_rotmat  # noqa: F401  (re-exported for tests)
 from . import RenderOutput
 
 ALPHA_MIN = 1.0 / 255.0   # gsplat's ALPHA_THRESHOLD
 ALPHA_MAX = 0.999         # gsplat's clamp of a single Gaussian's alpha
 T_MIN = 1e-4              # a pixel stops before its transmittance drops to this
-
-
-def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
-    """``[..., 4]`` quaternions (w, x, y, z), normalised here, to ``[..., 3, 3]`` rotations."""
-    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
-    R = torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1)
-    return R.reshape(quats.shape[:-1] + (3, 3))
 
 
 def covariances(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
