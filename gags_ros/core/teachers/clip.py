@@ -189,10 +189,16 @@ class ClipEmbedder:
                 # Crops in float32: box corners in float16 would round to 0.5 px beyond 512 px.
                 x = mask_crops(image, masks[start:start + self.batch], self.crop_size)
                 x = ((x - self.mean) / self.std).to(self.dtype)
-            with timer("clip"):
+            with timer("clip"), self._autocast():
                 out[start:start + x.shape[0]] = F.normalize(self.model.encode_image(x).float(), dim=-1)
         self.timings = timer.seconds
         return out
+
+    def _autocast(self):
+        """Autocast to the towers' half dtype on CUDA: fp16 conv/linear weights next to layers left
+        in fp32 (LayerNorm in some open_clip configs) then see matching inputs."""
+        return torch.autocast(self.device.type, dtype=self.dtype,
+                              enabled=self.device.type == "cuda" and self.dtype != torch.float32)
 
     @torch.no_grad()  # not inference_mode: its tensors could not be modified by training code later
     def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
@@ -200,7 +206,8 @@ class ClipEmbedder:
         new = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
         if new:
             tokens = self.tokenizer(new).to(self.device)
-            emb = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+            with self._autocast():
+                emb = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
             self._text_cache.update(zip(new, emb))
         if not texts:
             return torch.zeros(0, self.dim, device=self.device)
