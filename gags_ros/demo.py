@@ -124,6 +124,9 @@ def run(out: Path, frames: int = 0, rate: float = 4.0, device: str = "auto", n_q
     """
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    from gags_ros.ros.dds import ensure_profile_env
+
+    ensure_profile_env()  # this process publishes / receives camera-sized messages too
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import rclpy
     from rclpy.executors import SingleThreadedExecutor

@@ -57,6 +57,9 @@ class MappingConfig:
                           choices=["default", "mcmc"], read_only=True)
     max_gaussians: int = param(1_000_000, "Budget of Gaussians in the map; densification stops and MCMC "
                                "caps here", unit="Gaussians", lo=1_000, hi=50_000_000, read_only=True)
+    max_frame_rate: float = param(10.0, "Frames per second (by image stamp) the mapper examines for keyframes; "
+                                  "frames in between are skipped cheaply; 0 = examine every frame",
+                                  unit="Hz", lo=0.0, hi=1000.0)
     max_image_width: int = param(640, "Frames wider than this are downscaled before mapping",
                                  unit="px", lo=32, hi=8192)
     keyframe_min_translation: float = param(0.10, "A frame becomes a keyframe when it moved at least "

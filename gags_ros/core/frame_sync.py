@@ -100,25 +100,30 @@ class FrameAssembler:
         return None, False
 
     def poll(self) -> Tuple[List[Frame], List[Tuple[str, str]]]:
-        """Frames now complete, and ``(name, reason)`` of frames given up on."""
+        """Frames now complete, and ``(name, reason)`` of frames given up on.
+
+        Frames are taken oldest first; the first one still waiting (for a pose or depth that may
+        come) stops the pass, since newer frames wait for newer data. This keeps a poll cheap when
+        poses lag behind images, instead of retrying every waiting frame at every call.
+        """
         ready: List[Frame] = []
         rejected: List[Tuple[str, str]] = []
         now = self.clock()
-        keep: Deque[_Pending] = collections.deque()
         while self._pending:
-            p = self._pending.popleft()
+            p = self._pending[0]
             expired = now - p.arrived > self.cfg.tf_timeout
             depth = None
             if self.cfg.depth_topic:
                 depth, final = self._depth_for(p.stamp)
                 if depth is None:
-                    if final or expired:
-                        rejected.append((p.name, f"no depth image within {self.cfg.max_sync_offset} s of the "
-                                                  f"colour stamp {p.stamp:.3f} s"))
-                    else:
-                        keep.append(p)
+                    if not (final or expired):
+                        break  # its depth may still come
+                    self._pending.popleft()
+                    rejected.append((p.name, f"no depth image within {self.cfg.max_sync_offset} s of the "
+                                              f"colour stamp {p.stamp:.3f} s"))
                     continue
                 if depth.shape != p.image.shape[:2]:
+                    self._pending.popleft()
                     rejected.append((p.name, f"depth is {depth.shape[1]}x{depth.shape[0]} but the colour image is "
                                               f"{p.image.shape[1]}x{p.image.shape[0]}"))
                     continue
@@ -127,16 +132,17 @@ class FrameAssembler:
                 T = check_rigid(T, f"pose of {p.name}")
             except TransformError as e:
                 if e.kind in ("future", "unknown_frame", "not_connected") and not expired:
-                    keep.append(p)  # the pose may still arrive
-                else:
-                    rejected.append((p.name, f"no pose: {e}"))
+                    break  # the pose may still arrive
+                self._pending.popleft()
+                rejected.append((p.name, f"no pose: {e}"))
                 continue
             except PoseError as e:
+                self._pending.popleft()
                 rejected.append((p.name, str(e)))
                 continue
+            self._pending.popleft()
             ready.append(Frame(image=p.image, T_world_cam=T, intrinsics=self.intrinsics, depth=depth,
                                stamp=p.stamp, name=p.name, extra={"arrived": p.arrived}))
-        self._pending = keep
         return ready, rejected
 
     @property

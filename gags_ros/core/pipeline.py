@@ -63,6 +63,7 @@ class PipelineStats:
     loss_rgb: float = float("nan")
     loss_language: float = float("nan")
     frames_processed: int = 0
+    frames_skipped: int = 0
     timings: dict = field(default_factory=dict)
 
 
@@ -100,6 +101,7 @@ class GagsPipeline:
         self._idle_steps = 0
         self._owed_mapping = 0
         self._owed_language = 0
+        self._last_examined: Optional[float] = None  # stamp of the last frame given to the mapper
         self._last_query: Optional[tuple] = None  # (text, embedding) of the last answered query
         self._stats = PipelineStats()
 
@@ -133,6 +135,12 @@ class GagsPipeline:
 
     # ---- the worker's interface ---------------------------------------------------------------
     def add_frame(self, frame: Frame) -> Optional[int]:
+        rate = self.cfg.mapping.max_frame_rate
+        last = self._last_examined
+        if rate > 0 and last is not None and 0.0 <= frame.stamp - last < 1.0 / rate - 1e-3:
+            self._stats.frames_skipped += 1  # a camera faster than keyframes need: skip cheaply
+            return None
+        self._last_examined = frame.stamp
         mapper = self._ensure_mapper()
         self._stats.frames_processed += 1
         kf = mapper.add_frame(frame)

@@ -98,12 +98,16 @@ class ReplayNode(Node):
             return t
         return self.get_clock().now().to_msg()
 
-    def wait_for_subscribers(self) -> None:
+    def wait_for_subscribers(self, with_depth: bool = False) -> None:
+        """Wait (up to --wait-subscribers s) until image, CameraInfo, TF and, for RGB-D data, depth
+        have a subscriber, so no frame goes out before the mapper listens to all of it."""
+        pubs = [self.pub_image, self.pub_info, self.pub_tf] + ([self.pub_depth] if with_depth else [])
         deadline = time.monotonic() + self.args.wait_subscribers
-        while self.pub_image.get_subscription_count() == 0 and time.monotonic() < deadline:
+        while min(p.get_subscription_count() for p in pubs) == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        if self.pub_image.get_subscription_count() == 0:
-            self.get_logger().warning("no subscriber on camera/image_raw; publishing anyway")
+        missing = [p.topic_name for p in pubs if p.get_subscription_count() == 0]
+        if missing:
+            self.get_logger().warning(f"no subscriber on {', '.join(missing)}; publishing anyway")
 
     def publish_frame(self, f: Frame) -> None:
         a = self.args
@@ -128,7 +132,7 @@ class ReplayNode(Node):
         while rclpy.ok():
             for f in dataset_frames(Path(a.source), a.split, a.downscale):
                 if first:  # CameraInfo ahead of the first image so the mapper has intrinsics
-                    self.wait_for_subscribers()
+                    self.wait_for_subscribers(with_depth=f.depth is not None)
                     self.pub_info.publish(camera_info_to_msg(f.intrinsics, Header(stamp=self.stamp(), frame_id=a.camera_frame)))
                     time.sleep(a.start_delay)
                     first = False

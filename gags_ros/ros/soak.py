@@ -56,6 +56,9 @@ def soak(seconds: float = 120.0, rate: float = 30.0, width: int = 640, height: i
          params: Optional[Dict[str, object]] = None, log=print) -> dict:
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    from gags_ros.ros.dds import ensure_profile_env
+
+    ensure_profile_env()  # this process publishes / receives camera-sized messages too
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import TransformStamped
@@ -102,6 +105,10 @@ def soak(seconds: float = 120.0, rate: float = 30.0, width: int = 640, height: i
                 raise RuntimeError("the mapping node exited")
         if not statuses:
             raise RuntimeError("the mapping node published no status within 120 s")
+        while min(p.get_subscription_count() for p in (pub_img, pub_info, pub_tf)) == 0:
+            if time.monotonic() > deadline:  # every input matched, so no image precedes its CameraInfo
+                raise RuntimeError("the mapping node did not subscribe to the camera topics")
+            ex.spin_once(timeout_sec=0.05)
         period = 1.0 / rate
         t0 = time.monotonic()
         next_t = t0
