@@ -66,11 +66,30 @@ class QueryOutcome:
     targets: list = field(default_factory=list)
 
 
-def pick_queries(queries: list, n: int = 6) -> list:
-    """A handful of the scene's queries: objects first (whole level), then parts, sub-parts."""
-    by_level = {lv: [q for q in queries if q["level"] == lv] for lv in ("whole", "part", "subpart")}
-    order = by_level["whole"][: max(1, n - 2)] + by_level["part"][:1] + by_level["subpart"][:1]
-    return order[:n]
+def visible_area(scene_dir: Path, queries: list, n_frames: int) -> dict:
+    """Pixels each query's instances cover in the first ``n_frames`` train frames (ground truth)."""
+    from PIL import Image
+
+    frames = [f for f in json.loads((Path(scene_dir) / "transforms.json").read_text())["frames"]
+              if f.get("split") == "train"][:n_frames]
+    area = {q["text"]: 0 for q in queries}
+    for f in frames:
+        for level in ("whole", "part", "subpart"):
+            ids = np.asarray(Image.open(Path(scene_dir) / f["mask_file_paths"][level]))
+            counts = np.bincount(ids.ravel())
+            for q in queries:
+                if q["level"] == level:
+                    area[q["text"]] += sum(int(counts[i]) for i in q["ids"] if i < len(counts))
+    return area
+
+
+def pick_queries(scene_dir: Path, queries: list, n_frames: int, n: int = 6) -> list:
+    """A handful of queries about what the stream shows: the most visible objects (whole level),
+    then the most visible part and sub-part (chosen from the ground truth, before mapping)."""
+    area = visible_area(scene_dir, queries, n_frames)
+    seen = sorted((q for q in queries if area[q["text"]] > 0), key=lambda q: -area[q["text"]])
+    by_level = {lv: [q for q in seen if q["level"] == lv] for lv in ("whole", "part", "subpart")}
+    return (by_level["whole"][: max(1, n - 2)] + by_level["part"][:1] + by_level["subpart"][:1])[:n]
 
 
 def box_distance(p: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
@@ -152,7 +171,7 @@ def run(out: Path, frames: int = 0, rate: float = 4.0, device: str = "auto", n_q
     train = [f for f in json.loads((scene / "transforms.json").read_text())["frames"] if f.get("split") == "train"]
     n_frames = len(train) if frames <= 0 else min(frames, len(train))
     all_queries = json.loads((scene / "queries.json").read_text())
-    queries = pick(scene, all_queries, n_frames) if pick else pick_queries(all_queries, n_queries)
+    queries = pick(scene, all_queries, n_frames) if pick else pick_queries(scene, all_queries, n_frames, n_queries)
 
     params = dict(DEMO_PARAMS, **{"device": device, "teacher.sim_dataset": str(scene.resolve())},
                   **(extra_params or {}))

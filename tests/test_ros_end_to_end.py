@@ -4,9 +4,7 @@ the ground truth, and the latched MarkerArray with it arrives."""
 
 import json
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from gags_ros import demo
 
@@ -23,19 +21,11 @@ FREE_STANDING = {"table", "chair", "bookshelf", "lamp", "monitor", "potted plant
 def most_visible_object(scene_dir, queries, n_frames):
     """The whole-level query of a free-standing object whose pixels cover the most of the streamed
     frames (chosen from the ground truth only, before anything is mapped)."""
-    frames = [f for f in json.loads((scene_dir / "transforms.json").read_text())["frames"]
-              if f.get("split") == "train"][:n_frames]
     objects = json.loads((scene_dir / "scene.json").read_text())["objects"]
     free = {o["label"] for o in objects if o["category"] in FREE_STANDING}
-    area = {}
-    for f in frames:
-        ids = np.asarray(Image.open(scene_dir / f["mask_file_paths"]["whole"]))
-        counts = np.bincount(ids.ravel())
-        for q in queries:
-            if q["level"] == "whole" and q["text"] in free:
-                area[q["text"]] = area.get(q["text"], 0) + sum(int(counts[i]) for i in q["ids"] if i < len(counts))
-    best = max(area, key=area.get)
-    return [q for q in queries if q["text"] == best]
+    area = demo.visible_area(scene_dir, queries, n_frames)
+    best = max((q for q in queries if q["level"] == "whole" and q["text"] in free), key=lambda q: area[q["text"]])
+    return [best]
 
 
 def test_replay_map_query_markers(tmp_path, ros_env, monkeypatch):
