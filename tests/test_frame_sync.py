@@ -69,9 +69,13 @@ IMG = np.zeros((24, 32, 3), np.uint8)
 INTR = Intrinsics(30.0, 30.0, 16.0, 12.0, 32, 24)
 
 
-def test_rejections_before_waiting():
-    a, _ = make()
-    assert "no CameraInfo" in a.offer(IMG, 1.0, "cam")
+def test_camera_info_waits_then_rejects_and_size_mismatch():
+    a, clock = make()
+    assert a.offer(IMG, 1.0, "cam") is None  # CameraInfo may still come (topics race at start)
+    assert a.poll() == ([], [])
+    clock.t = 0.5
+    ready, rejected = a.poll()
+    assert not ready and "no CameraInfo received yet" in rejected[0][1]
     a.set_intrinsics(Intrinsics(30.0, 30.0, 32.0, 24.0, 64, 48))
     assert a.offer(IMG, 1.0, "cam") == "image is 32x24 but CameraInfo says 64x48"
 

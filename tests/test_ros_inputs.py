@@ -90,8 +90,9 @@ def wait_for(cond, timeout=5.0):
 
 def test_each_bad_input_is_reported_and_counted(node):
     rejected = lambda: node.status_msg().frames_rejected  # noqa: E731
-    node._on_image(image(1.0))
-    assert rejected() == 1 and "no CameraInfo received yet on 'camera/camera_info'" in node.last_message
+    node._on_image(image(1.0))  # waits tf_timeout for a CameraInfo that never comes
+    assert wait_for(lambda: (node._flush(), rejected() == 1)[1], 3.0)
+    assert "no CameraInfo received yet on 'camera/camera_info'" in node.last_message
     node._on_info(info(64, 48))
     node._on_image(image(1.0))
     assert rejected() == 2 and "image is 32x24 but CameraInfo says 64x48" in node.last_message

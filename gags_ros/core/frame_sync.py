@@ -69,11 +69,10 @@ class FrameAssembler:
         self.tf.set_transform(parent or self.cfg.world_frame, POSE_TOPIC_FRAME, stamp, T)
 
     def offer(self, image: np.ndarray, stamp: float, frame_id: str, name: str = "") -> Optional[str]:
-        """Queue an ``[H, W, 3]`` uint8 image; returns a rejection reason now, or None when queued."""
-        if self.intrinsics is None:
-            return f"no CameraInfo received yet on '{self.cfg.camera_info_topic}'"
+        """Queue an ``[H, W, 3]`` uint8 image; returns a rejection reason now, or None when queued.
+        Without CameraInfo yet the image waits like one waiting for its pose (topics race at start)."""
         h, w = image.shape[:2]
-        if (w, h) != (self.intrinsics.width, self.intrinsics.height):
+        if self.intrinsics is not None and (w, h) != (self.intrinsics.width, self.intrinsics.height):
             return (f"image is {w}x{h} but CameraInfo says {self.intrinsics.width}x{self.intrinsics.height}")
         if len(self._pending) >= self.max_pending:
             self._pending.popleft()
@@ -112,6 +111,18 @@ class FrameAssembler:
         while self._pending:
             p = self._pending[0]
             expired = now - p.arrived > self.cfg.tf_timeout
+            if self.intrinsics is None:
+                if not expired:
+                    break
+                self._pending.popleft()
+                rejected.append((p.name, f"no CameraInfo received yet on '{self.cfg.camera_info_topic}'"))
+                continue
+            h, w = p.image.shape[:2]
+            if (w, h) != (self.intrinsics.width, self.intrinsics.height):
+                self._pending.popleft()
+                rejected.append((p.name, f"image is {w}x{h} but CameraInfo says "
+                                          f"{self.intrinsics.width}x{self.intrinsics.height}"))
+                continue
             depth = None
             if self.cfg.depth_topic:
                 depth, final = self._depth_for(p.stamp)
