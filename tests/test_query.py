@@ -13,7 +13,8 @@ from gags_ros.core.config import GagsConfig
 from gags_ros.core.gaussians import GaussianMap
 from gags_ros.core.language.field import LanguageField
 from gags_ros.core.query import (
-    QueryEngine, cleanup_mask, connected_components, iou, localisation_hit, relevancy, segmentation_mask)
+    QueryEngine, cleanup_mask, connected_components, iou, localisation_hit, mean_filter, relevancy,
+    segmentation_mask)
 from gags_ros.core.types import Intrinsics
 
 DIM = 64
@@ -290,6 +291,22 @@ def test_cleanup_cell_table_path_matches_brute_force(monkeypatch):
     for max_pairs in (1000, 1 << 20):
         kept = cleanup_mask(pts, 0.05, 20, 10, max_pairs=max_pairs)
         assert np.array_equal(kept.numpy(), _reference_cleanup(pts, 0.05, 20, 10))
+
+
+def _window_mean(x: np.ndarray, k: int) -> np.ndarray:
+    """Brute force: mean of the k x k window (replicated borders; even k reaches right/down)."""
+    lo = (k - 1) // 2
+    xp = np.pad(x, ((lo, k - 1 - lo), (lo, k - 1 - lo)), mode="edge").astype(np.float64)
+    H, W = x.shape
+    return np.array([[xp[i:i + k, j:j + k].mean() for j in range(W)] for i in range(H)])
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 30])
+def test_mean_filter_matches_the_window_mean(k):
+    x = torch.rand(23, 17, generator=torch.Generator().manual_seed(k)) * 10
+    got = mean_filter(x, k)
+    assert got.shape == x.shape and got.dtype == x.dtype
+    assert np.allclose(got.numpy(), _window_mean(x.numpy(), k), atol=1e-5)
 
 
 def test_localisation_hit():

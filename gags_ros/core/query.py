@@ -565,11 +565,17 @@ def _as_image(x) -> torch.Tensor:
 def mean_filter(x: torch.Tensor, k: int) -> torch.Tensor:
     """``[H, W]`` -> ``[H, W]`` mean over the ``k x k`` window of each pixel, borders replicated (so
     windows keep their size and the argmax is not drawn towards the image border; for even ``k``
-    the window reaches one pixel further right/down)."""
+    the window reaches one pixel further right/down).
+
+    Summed-area table in float64: O(H W) whatever ``k`` (a direct ``avg_pool2d`` costs O(H W k^2),
+    0.13 s per 640 x 480 map at k = 30 on one CPU core, which dominated the evaluation's scoring).
+    """
     lo = (k - 1) // 2
     hi = k - 1 - lo
-    xp = torch.nn.functional.pad(x[None, None], (lo, hi, lo, hi), mode="replicate")
-    return torch.nn.functional.avg_pool2d(xp, k, stride=1)[0, 0]
+    xp = torch.nn.functional.pad(x[None, None].double(), (lo, hi, lo, hi), mode="replicate")[0, 0]
+    c = torch.nn.functional.pad(xp.cumsum(0).cumsum(1), (1, 0, 1, 0))  # [H + k, W + k], c[i, j] = sum xp[:i, :j]
+    s = c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
+    return (s / (k * k)).to(x.dtype)
 
 
 def localisation_hit(relevancy_map, boxes, kernel: int = 30) -> Tuple[bool, Tuple[int, int]]:
