@@ -59,6 +59,9 @@ def preset_name(dataset) -> str:
 def main(argv=None) -> int:
     ap = ev.build_parser()
     ap.prog = "bench/sim.py"
+    ap.add_argument("--bench", default="sim",
+                    help="results file bench/results/<BENCH>.json (default sim; e.g. sim_teacher_noise for a "
+                    "study that changes the teacher's noise model, so its numbers never read as the benchmark's)")
     a = ap.parse_args(argv)
     settings = ev.settings_from_args(a)
     t0 = time.time()
@@ -87,14 +90,14 @@ def main(argv=None) -> int:
             s = allv.get(metric)
             if s is None or s["mean"] != s["mean"]:  # nan: not measured
                 continue
-            record("sim", f"sim_{v}_{name}", s["mean"] * scale, unit, command, std=s["std"] * scale,
+            record(a.bench, f"sim_{v}_{name}", s["mean"] * scale, unit, command, std=s["std"] * scale,
                    n=s["n"], **extra)
     if "gad" in summary and "avg" in summary:
         for metric, name in (("iou", "miou"), ("acc", "macc")):
             g, b = res["per_seed"]["gad"]["all"][metric], res["per_seed"]["avg"]["all"][metric]
             diffs = [g[k] - b[k] for k in g if k in b and g[k] == g[k] and b[k] == b[k]]
             if diffs:
-                record("sim", f"sim_gad_minus_avg_{name}", 100.0 * statistics.mean(diffs), "%", command,
+                record(a.bench, f"sim_gad_minus_avg_{name}", 100.0 * statistics.mean(diffs), "%", command,
                        std=100.0 * (statistics.stdev(diffs) if len(diffs) > 1 else 0.0), **extra)
     return 0
 

@@ -218,3 +218,22 @@ def test_frames_without_masks_get_them_ray_cast_from_the_scene():
         np.testing.assert_array_equal(bare.masks[lv], frame.masks[lv])
     with pytest.raises(ValueError, match="ground-truth masks"):
         SimSegmenter(seed=1).segment(dataclasses.replace(frame, masks=None))
+
+
+def test_configured_teacher_uses_the_issues_noise_unless_told_otherwise():
+    """build_teacher's sim teacher has the issue's embedding noise (0.05) by default;
+    teacher.sim_embedding_std (sensitivity studies only) changes it, 0 gives the clean label embedding."""
+    from gags_ros.core.config import GagsConfig, set_value
+    from gags_ros.core.teachers.pipeline import build_teacher
+
+    cfg = GagsConfig()
+    set_value(cfg, "teacher.segmenter", "sim")
+    assert build_teacher(cfg, "cpu", LABELS).embedder.noise == NoiseModel()
+    set_value(cfg, "teacher.sim_embedding_std", 0.0)
+    teacher = build_teacher(cfg, "cpu", LABELS)
+    fr = square_object(100, "clean")
+    masks = teacher.segmenter.segment(fr)[1].masks
+    infos = teacher.embedder.provenance(fr, masks.numpy())
+    emb = teacher.embedder.embed_masks(fr, masks).numpy()
+    clean = encode_texts([LABELS[i.source][i.id] for i in infos])
+    np.testing.assert_allclose(emb, clean / np.linalg.norm(clean, axis=1, keepdims=True), atol=1e-6)

@@ -103,6 +103,11 @@ class TeacherConfig:
     sim_dataset: str = param("", "Simulated dataset folder (labels.json, scene.json) of the sim teacher; "
                              "frames without ground-truth masks (from ROS topics) get them ray-cast from "
                              "the scene", read_only=True)
+    sim_embedding_std: float = param(0.05, "Simulation teacher: std of the Gaussian noise added to every "
+                                     "dimension of a mask's label embedding before normalisation (the "
+                                     "simulation issue's fixed noise model is 0.05; other values only for "
+                                     "sensitivity studies)", unit="embedding units", lo=0.0, hi=1.0,
+                                     read_only=True)
     sam_model: str = param("vit_h", "segment_anything registry name", choices=["vit_h", "vit_l", "vit_b"],
                            read_only=True)
     sam_checkpoint: str = param("", "Path of the SAM checkpoint (.pth); empty = random initialisation "

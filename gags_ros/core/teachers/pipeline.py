@@ -190,7 +190,10 @@ def build_teacher(cfg, device: str | torch.device, sim_labels: Optional[dict] = 
         if labels is None:
             raise ValueError("teacher.segmenter='sim' needs the dataset's labels: set teacher.sim_dataset "
                              "to the simulated dataset folder (labels.json, scene.json)")
-        segmenter = SimSegmenter(cfg=cfg, device=device, scene=scene)
+        from ..sim.teacher import NoiseModel
+
+        noise = NoiseModel(embedding_std=float(cfg.teacher.sim_embedding_std))
+        segmenter = SimSegmenter(cfg=cfg, device=device, scene=scene, noise=noise)
         embedder = SimEmbedder(labels, cfg=cfg, device=device, segmenter=segmenter)
     else:
         raise ValueError(f"teacher.segmenter={kind!r}: expected 'sam' or 'sim'")
