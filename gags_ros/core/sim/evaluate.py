@@ -73,7 +73,7 @@ from .text_model import CACHE_ENV, CACHE_FILE, ensure_cached
 FORMAT_VERSION = 1
 MODES = ("avg", "subpart", "part", "whole", "gad")
 ONLINE = "gad_online"  # variant name of step 1
-ORACLE = "label_oracle"  # a perfect field: the ceiling left by the text model and the protocol
+ORACLE = "label_oracle"  # a perfect field scored by the same protocol: a reference, not an upper bound
 METRICS_2D = ("acc", "iou")
 METRICS_3D = ("found", "hit", "center_dist", "box_dist")
 DEFAULT_STEPS = 3000
@@ -334,7 +334,8 @@ def score_views(relevancy_fn: RelevancyFn, scene: SceneData, kernel: int = 0,
 def label_oracle(scene: SceneData, encode: Callable[[List[str]], "object"], canonical, temperature: float) -> RelevancyFn:
     """Relevancy images of a perfect language field: every pixel carries the clean text embedding of
     its ground-truth label at the query's level (0 where no instance). Scored like the variants, it
-    is the ceiling that the text model and the protocol leave (variant ``label_oracle``).
+    is a reference for what the text model and the protocol make of perfect labels (variant
+    ``label_oracle``); not an upper bound: learned fields can beat its mIoU (default set: 33-35 vs 30.7).
 
     ``encode(texts) -> [T, D]`` unit embeddings (the query engine's); ``canonical``: ``[C, D]``.
     """
@@ -727,8 +728,8 @@ def markdown(summary: dict, runs: Sequence[dict], title: str = "") -> str:
              f"{len(scenes)} scene(s) ({', '.join(scenes)}), seeds {seeds}; cells: mean ± std over seeds. "
              f"Variants: {ONLINE} = the online map (GaD while streaming); the others are offline "
              f"distillations on the same geometry and teacher outputs; {ORACLE} (2D only) = a perfect field, each "
-             f"pixel carrying the clean text embedding of its ground-truth label at the query's level: the ceiling "
-             f"that the text model and the protocol leave.", ""]
+             f"pixel carrying the clean text embedding of its ground-truth label at the query's level: what the "
+             f"text model and the protocol make of perfect labels (a reference, not an upper bound).", ""]
     for metric, name, scale, digits in TABLES:
         lines += [metrics.format_table(flat, metric, variants, scale=scale, digits=digits, title=name), ""]
     return "\n".join(lines)
