@@ -181,7 +181,13 @@ def test_planted_query_returns_the_blob(planted):
         blob = means[parts[name]]
         assert np.array_equal(np.sort(t.indices), parts[name])   # speckles and stuff left out
         assert t.count == len(parts[name])
-        np.testing.assert_allclose(t.centroid, blob.mean(0), atol=1e-5)
+        # location and score: the blob's Gaussians within peak_radius of its most relevant one
+        rel = eng.gaussian_relevancy(g, field, eng.encode([res.text], "cpu"))[:, 0].numpy().astype(np.float64)
+        r = rel[parts[name]]
+        near = np.linalg.norm(blob - blob[r.argmax()], axis=1) <= cfg.peak_radius
+        assert 1 < near.sum() < len(blob)
+        np.testing.assert_allclose(t.centroid, blob[near].mean(0), atol=1e-5)
+        assert t.score == pytest.approx(r[near].mean(), abs=1e-5)
         np.testing.assert_allclose(t.box_min, blob.min(0), atol=1e-6)
         np.testing.assert_allclose(t.box_max, blob.max(0), atol=1e-6)
         assert 0.9 < t.score <= 1.0 and t.label == res.text
@@ -191,6 +197,50 @@ def test_planted_query_returns_the_blob(planted):
     calls = enc.calls
     eng.query(g, field, ["red mug"])
     assert enc.calls == calls + 1
+
+
+class _ScoreField:
+    """A field whose latents carry their dot products: column 0 is the dot with the (one) query
+    text, column 1 with every canonical phrase, so relevancy = sigmoid(T (f0 - f1)) exactly."""
+
+    embed_dim = DIM
+
+    def dot_plan(self, vecs, dtype=None):
+        return lambda f: torch.cat([f[:, :1], f[:, 1:2].expand(-1, vecs.shape[0] - 1)], dim=1)
+
+
+def test_target_location_is_its_relevancy_peak_not_the_mean_of_what_it_touches():
+    """A highly relevant mug standing on a large, moderately relevant table top: both are selected
+    and joined into one target. Its location (centroid) and score come from the relevancy peak (the
+    mug); its box covers everything it joined (the table too)."""
+    gen = torch.Generator().manual_seed(3)
+    mug_c = np.array([0.3, 0.3, 0.06])
+    mug = _box_points(mug_c, (0.08, 0.08, 0.10), 300, gen)
+    xs = torch.arange(-0.4, 0.4, 0.015)
+    gx, gy = torch.meshgrid(xs, xs, indexing="ij")
+    table = torch.stack([gx.reshape(-1), gy.reshape(-1), torch.zeros(gx.numel())], dim=1)   # z = 0
+    far = torch.rand(200, 3, generator=gen) * 2 + torch.tensor([2.0, 2.0, 0.0])               # irrelevant
+    pts = torch.cat([mug, table, far])
+    f = torch.zeros(len(pts), 2)
+    d_mug = torch.linalg.norm(mug - torch.as_tensor(mug_c, dtype=torch.float32), dim=1)
+    f[:300, 0] = 1.0 + 0.5 * (0.1 - d_mug)                # mug: relevancy ~1, highest at its middle
+    f[300:300 + len(table)] = torch.tensor([0.55, 0.5])   # table: sigmoid(0.5) = 0.62
+    f[300 + len(table):] = torch.tensor([0.0, 1.0])       # elsewhere ~0
+    g = GaussianMap.from_points(pts, torch.full_like(pts, 0.5), 0.01, opacity=0.9)
+    g.params["features"] = torch.nn.Parameter(f)
+    cfg = GagsConfig().query
+    eng = QueryEngine(cfg, FakeTextEncoder())
+    (res,) = eng.query(g, _ScoreField(), ["red mug"])
+    assert res.reason == "" and len(res.targets) == 1
+    t = res.targets[0]
+    assert t.count > 300 + 0.9 * len(table)               # mug and table are one target...
+    assert t.box_min[0] < -0.35 and t.box_max[0] > 0.33   # ...whose box spans the table
+    mug_lo, mug_hi = mug.min(0).values.numpy(), mug.max(0).values.numpy()
+    assert np.all(t.centroid >= mug_lo) and np.all(t.centroid <= mug_hi), t.centroid   # but it is the mug
+    assert np.linalg.norm(t.centroid - mug_c) < 0.03
+    assert t.score > 0.99
+    # the mean of everything the target joined lies on the table, far from the mug
+    assert np.linalg.norm(pts[t.indices].numpy().mean(0) - mug_c) > 0.2
 
 
 def test_targets_sorted_capped_and_filtered():
@@ -384,9 +434,11 @@ def test_gpu_query_matches_cpu(planted):
     g, field, enc, parts = planted
     cuda = GaussianMap({k: v.detach() for k, v in g.params.items()}, device="cuda")
     eng = QueryEngine(GagsConfig().query, lambda ts: enc(ts).cuda())
+    eng_cpu = QueryEngine(GagsConfig().query, enc)
     res = eng.query(cuda, field.to("cuda"), ["red mug", "blue chair"])
     field.to("cpu")
     for r, name in zip(res, ["mug", "chair"]):
         assert len(r.targets) == 1 and np.array_equal(np.sort(r.targets[0].indices), parts[name])
-        blob = g.params["means"].detach().numpy()[parts[name]]
-        np.testing.assert_allclose(r.targets[0].centroid, blob.mean(0), atol=1e-5)
+        cpu = eng_cpu.query(g, field, [r.text])[0].targets[0]
+        np.testing.assert_allclose(r.targets[0].centroid, cpu.centroid, atol=1e-5)
+        assert r.targets[0].score == pytest.approx(cpu.score, abs=1e-4)

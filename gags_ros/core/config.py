@@ -195,8 +195,12 @@ class QueryConfig:
                                  unit="Gaussians", lo=0, hi=100_000)
     cluster_radius: float = param(0.10, "Kept Gaussians closer than this join one target", unit="m",
                                   lo=0.0, hi=100.0)
+    peak_radius: float = param(0.05, "A target's location and score come from its Gaussians within this "
+                               "distance of its most relevant one (its relevancy peak); its box still "
+                               "covers all its Gaussians", unit="m", lo=0.0, hi=100.0)
     max_targets: int = param(5, "Default number of targets per query", unit="targets", lo=1, hi=1000)
-    min_score: float = param(0.5, "Default minimum target score (mean raw relevancy)", lo=0.0, hi=1.0)
+    min_score: float = param(0.5, "Default minimum target score (mean raw relevancy around the target's "
+                             "relevancy peak)", lo=0.0, hi=1.0)
     chunk_size: int = param(1_000_000, "Gaussians decoded per chunk", unit="Gaussians", lo=1_000,
                             hi=100_000_000)
     max_text_length: int = param(256, "Longest accepted query text", unit="characters", lo=1, hi=100_000)
