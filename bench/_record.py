@@ -40,7 +40,9 @@ def commit() -> str:
         root = Path(__file__).resolve().parent.parent
         head = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
                                        stderr=subprocess.DEVNULL).strip()
-        dirty = subprocess.check_output(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        # bench/results is left out: a run appending its own records must not mark itself dirty.
+        dirty = subprocess.check_output(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                         ":(exclude)bench/results"], cwd=root,
                                         text=True, stderr=subprocess.DEVNULL).strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
