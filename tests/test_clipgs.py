@@ -23,7 +23,6 @@ from gags_ros.core.gaussians import GaussianMap
 from gags_ros.core.render.factory import make_renderer
 from gags_ros.core.sim import make_scene
 
-torch.set_num_threads(1)  # the CI machine has 2 shared cores; more threads only thrash
 
 
 def fake_text(texts):

@@ -25,16 +25,6 @@ INTR = Intrinsics(44.0, 44.0, 24.0, 18.0, W, H)
 RENDERER = TorchRenderer()
 
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These workloads are tiny: intra-op threads only add overhead, and on a busy 2-core machine
-    their spin-waiting made steps 10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 def blob_scene(n: int = 50, seed: int = 0):
     """``n`` coloured, mostly opaque Gaussians in a 1.2 m cube around the origin."""
     g = torch.Generator().manual_seed(seed)

@@ -15,16 +15,6 @@ W, H = 48, 40
 K = torch.tensor([[40.0, 0.0, 24.0], [0.0, 42.0, 20.0], [0.0, 0.0, 1.0]])
 
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These workloads are tiny: intra-op threads only add overhead, and on a busy 2-core machine
-    their spin-waiting made steps 10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 def identity_cam(C: int = 1, dtype=torch.float32):
     return torch.eye(4, dtype=dtype).expand(C, 4, 4).clone(), K.to(dtype).expand(C, 3, 3).clone()
 
