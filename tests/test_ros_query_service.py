@@ -13,7 +13,7 @@ def test_query_service_across_processes(ros_env, rclpy_context, tmp_path, capfd)
     from rclpy.node import Node
 
     from gags_ros.ros.launcher import specs_from_args, start
-    from gags_ros.srv import Query
+    from gags_ros.srv import ClassifyObjects, Query, RetrieveObjects
 
     (proc,) = start(specs_from_args([f"params_file:={ROOT / 'config' / 'mapping.yaml'}", "device:=cpu"]),
                     env=ros_env)
@@ -27,6 +27,17 @@ def test_query_service_across_processes(ros_env, rclpy_context, tmp_path, capfd)
         assert not res.success and "empty query text" in res.message
         res = call(node, client, Query.Request(text="x" * 300))
         assert not res.success and "at most 256" in res.message
+        # the CLIP-GS services: the same text checks and the same "no map" answer
+        retrieve = node.create_client(RetrieveObjects, "gags/retrieve_objects")
+        res = call(node, retrieve, RetrieveObjects.Request(text="  "))
+        assert not res.success and "empty query text" in res.message
+        res = call(node, retrieve, RetrieveObjects.Request(text="x" * 300))
+        assert not res.success and "at most 256" in res.message
+        res = call(node, retrieve, RetrieveObjects.Request(text="a chair", min_score=-1.0))
+        assert not res.success and "no map yet" in res.message and len(res.objects) == 0
+        classify = node.create_client(ClassifyObjects, "gags/classify_objects")
+        res = call(node, classify, ClassifyObjects.Request(vocabulary=["chair", "mug"]))
+        assert not res.success and "no map yet" in res.message and len(res.objects) == 0
         assert proc.poll() is None, "the node must keep running after bad requests"
     finally:
         node.destroy_node()

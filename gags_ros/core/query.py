@@ -61,7 +61,7 @@ from .language.losses import box_mean
 
 __all__ = [
     "QueryEngine", "QueryResult", "QueryTarget", "cleanup_mask", "connected_components", "iou",
-    "localisation_hit", "mean_filter", "relevancy", "segmentation_mask",
+    "check_query_text", "localisation_hit", "mean_filter", "relevancy", "segmentation_mask",
 ]
 
 MAX_PAIRS = 1 << 24  # (point, candidate) pairs measured at once: bounds the memory of a search
@@ -367,14 +367,6 @@ class QueryEngine:
             self._canonical_key = key
         return self._canonical
 
-    def _check_text(self, text: str) -> str:
-        if not isinstance(text, str) or not text.strip():
-            return "empty query text"
-        if len(text) > self.cfg.max_text_length:
-            return (f"query text has {len(text)} characters; at most {self.cfg.max_text_length} "
-                    f"(parameter query.max_text_length)")
-        return ""
-
     # ---- relevancy ----------------------------------------------------------------------------
     def latent_relevancy(self, field, latents: torch.Tensor, text_emb: torch.Tensor,
                          index: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -426,7 +418,7 @@ class QueryEngine:
         """One :class:`QueryResult` per text (see the module doc). Never raises for an empty map,
         a map without latents, a bad text or an empty selection: the result says why instead."""
         texts = list(texts)
-        results = [QueryResult(t, reason=self._check_text(t)) for t in texts]
+        results = [QueryResult(t, reason=check_query_text(t, self.cfg.max_text_length)) for t in texts]
         why = self._map_problem(gaussians, field)
         if why:
             for r in results:
@@ -540,6 +532,16 @@ class QueryEngine:
             res.targets.append(QueryTarget(res.text, float(score[t]), location[t], p.min(axis=0), p.max(axis=0),
                                            np.sort(gidx[mine]).astype(np.int64), int(counts[t])))
         res.timings["stats_s"] = clock.lap()
+
+
+def check_query_text(text, max_length: int) -> str:
+    """Why ``text`` cannot be a query ("" when it can): empty, or longer than ``max_length``
+    characters (``query.max_text_length``)."""
+    if not isinstance(text, str) or not text.strip():
+        return "empty query text"
+    if len(text) > max_length:
+        return f"query text has {len(text)} characters; at most {max_length} (parameter query.max_text_length)"
+    return ""
 
 
 def _peak_statistics(pts: np.ndarray, raw: np.ndarray, labels: np.ndarray, n: int,

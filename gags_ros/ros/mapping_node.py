@@ -34,6 +34,7 @@ from gags_ros.srv import ClassifyObjects, LoadMap, Query, RetrieveObjects, SaveM
 from ..core.config import ConfigError, GagsConfig
 from ..core.frame_sync import FrameAssembler
 from ..core.pipeline import GagsPipeline, NoMapError
+from ..core.query import check_query_text
 from ..core.tf_buffer import TransformBuffer
 from ..core.types import PoseError
 from ..core.worker import Worker
@@ -233,34 +234,37 @@ class MappingNode(Node):
         self.worker.call_async(fn).add_done_callback(relay)
         return await done
 
+    async def _serve(self, response, what: str, fn, expected=(NoMapError,)):
+        """Run ``fn(pipeline)`` on the worker for a service call. Returns ``(True, result)``, or
+        ``(False, None)`` with ``response.success`` / ``message`` set: an ``expected`` error gives its
+        own message, any other "<what> failed: <type>: <error>" (logged). The node keeps running."""
+        try:
+            return True, await self._worker_call(fn)
+        except expected as e:
+            response.success, response.message = False, str(e)
+        except Exception as e:
+            response.success, response.message = False, f"{what} failed: {type(e).__name__}: {e}"
+            self.note(response.message, "error")
+        return False, None
+
     # ---- services ---------------------------------------------------------------------------
     async def _on_query(self, request: Query.Request, response: Query.Response) -> Query.Response:
         response.header = self.header()
         text = request.text.strip()
-        qcfg = self.cfg.query
-        if not text:
-            response.success, response.message = False, "empty query text"
-            return response
-        if len(text) > qcfg.max_text_length:
-            response.success = False
-            response.message = (f"query text has {len(text)} characters; at most "
-                                f"{qcfg.max_text_length} (parameter query.max_text_length)")
+        why = check_query_text(text, self.cfg.query.max_text_length)
+        if why:
+            response.success, response.message = False, why
             return response
         max_targets = int(request.max_targets) or None
         min_score = float(request.min_score) if request.min_score >= 0 and math.isfinite(request.min_score) \
             else None
-        try:
-            t0 = time.perf_counter()
-            (answer,) = await self._worker_call(lambda p: p.query([text], max_targets, min_score))
-            ms = 1e3 * (time.perf_counter() - t0)
-            targets = answer.targets
-        except NoMapError as e:
-            response.success, response.message = False, str(e)
+        t0 = time.perf_counter()
+        ok, answers = await self._serve(response, "query", lambda p: p.query([text], max_targets, min_score))
+        if not ok:
             return response
-        except Exception as e:  # reported to the caller; the node keeps running
-            response.success, response.message = False, f"query failed: {type(e).__name__}: {e}"
-            self.note(response.message, "error")
-            return response
+        ms = 1e3 * (time.perf_counter() - t0)
+        (answer,) = answers
+        targets = answer.targets
         response.success = True
         response.message = f"{len(targets)} target(s) for '{text}' in {ms:.1f} ms" + \
             (f": {answer.reason}" if answer.reason else "")
@@ -277,15 +281,12 @@ class MappingNode(Node):
 
     async def _on_classify(self, request: ClassifyObjects.Request, response: ClassifyObjects.Response):
         response.header = self.header()
-        try:
-            objects, labelled, ms = await self._worker_call(lambda p: p.classify_objects(
-                list(request.vocabulary), request.source or "clusters", request.query_text, int(request.top_k)))
-        except (NoMapError, ValueError) as e:
-            response.success, response.message = False, str(e)
+        ok, result = await self._serve(response, "classification", lambda p: p.classify_objects(
+            list(request.vocabulary), request.source or "clusters", request.query_text, int(request.top_k)),
+            expected=(NoMapError, ValueError))
+        if not ok:
             return response
-        except Exception as e:  # reported to the caller; the node keeps running
-            response.success, response.message = False, f"classification failed: {type(e).__name__}: {e}"
-            return response
+        objects, labelled, ms = result
         for o, lab in zip(objects, labelled):
             response.objects.append(self._object_msg(o, lab["labels"], lab["scores"]))
         response.encode_ms_per_object = float(ms)
@@ -296,18 +297,14 @@ class MappingNode(Node):
     async def _on_retrieve(self, request: RetrieveObjects.Request, response: RetrieveObjects.Response):
         response.header = self.header()
         text = request.text.strip()
-        if not text or len(text) > self.cfg.query.max_text_length:
-            response.success = False
-            response.message = "empty query text" if not text else "query text too long"
+        why = check_query_text(text, self.cfg.query.max_text_length)
+        if why:
+            response.success, response.message = False, why
             return response
         min_score = float(request.min_score) if request.min_score >= 0 else None
-        try:
-            hits = await self._worker_call(lambda p: p.retrieve_objects(text, int(request.max_results) or 5, min_score))
-        except (NoMapError, ValueError) as e:
-            response.success, response.message = False, str(e)
-            return response
-        except Exception as e:  # reported to the caller; the node keeps running
-            response.success, response.message = False, f"retrieval failed: {type(e).__name__}: {e}"
+        ok, hits = await self._serve(response, "retrieval", lambda p: p.retrieve_objects(
+            text, int(request.max_results) or 5, min_score), expected=(NoMapError, ValueError))
+        if not ok:
             return response
         response.objects = [self._object_msg(o, [text], [sc]) for o, sc in hits]
         response.success, response.message = True, f"{len(hits)} object(s) for '{text}'"
