@@ -25,8 +25,8 @@ distinct caption as a query (a hit when a retrieved object carries that caption)
 (bench/results/clipgs.json): mean over seeds as value, with std and per-seed values; names without
 a suffix are held-out synthetic objects, ``_map`` the map clusters.
 
-    .venv/bin/python bench/clipgs.py --quick                 # CPU preset, ~10 min on 2 shared cores
-    .venv/bin/python bench/clipgs.py --device cuda --threads 0   # full preset on a GPU
+    .venv/bin/python -m bench.clipgs --quick                 # CPU preset, ~10 min on 2 shared cores
+    .venv/bin/python -m bench.clipgs --device cuda --threads 0   # full preset on a GPU
 """
 
 from __future__ import annotations
@@ -42,17 +42,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from gags_ros.core.clipgs.classify import render_and_embed  # noqa: E402
-from gags_ros.core.clipgs.text import TextEmbedder  # noqa: E402
-from gags_ros.core.clipgs.train import (build_triplets, embed_views, encode_attrs, evaluate, full_config,  # noqa: E402
+from gags_ros.core.clipgs.classify import render_and_embed
+from gags_ros.core.clipgs.text import TextEmbedder
+from gags_ros.core.clipgs.train import (build_triplets, embed_views, encode_attrs, evaluate, full_config,
                                         quick_config, synthetic_split, train_encoder, train_image_tower,
                                         view_weight_stats)
-from gags_ros.core.render.factory import make_renderer  # noqa: E402
-from gags_ros.core.sim import CATEGORIES  # noqa: E402
+from gags_ros.core.render.factory import make_renderer
+from gags_ros.core.sim import CATEGORIES
 
 VARIANTS = {
     # name: (encoder config changes, voting)
@@ -243,7 +239,7 @@ def main() -> int:
     for metric, mean, unit, extra in rows:
         print(f"| {metric} | {mean:.4f} | {extra['std']:.4f} |")
     if not args.no_record:
-        from _record import record
+        from bench._record import record
 
         common = {"preset": preset, "seeds": args.seeds, "threads": torch.get_num_threads(),
                   "n_train": [r["n_train"] for r in runs], "n_test": [r["n_test"] for r in runs],

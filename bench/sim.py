@@ -16,10 +16,10 @@ all runs present).
 
     # CPU (small preset; about 6 minutes per seed on a shared 2-core machine)
     .venv/bin/python -m gags_ros.core.sim.dataset .data/sim/small --preset small
-    .venv/bin/python bench/sim.py .data/sim/small --quick --device cpu --seeds 0 1 2
+    .venv/bin/python -m bench.sim .data/sim/small --quick --device cpu --seeds 0 1 2
 
     # GPU (benchmark set, generated here; see docs/evaluation.md for the device command)
-    python bench/sim.py .data/sim/default --device cuda --jobs 3
+    python -m bench.sim .data/sim/default --device cuda --jobs 3
 """
 
 from __future__ import annotations
@@ -30,13 +30,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from _record import record  # noqa: E402
-
-from gags_ros.core.sim import evaluate as ev  # noqa: E402
+from bench._record import record  # (run as: python -m bench.sim)
+from gags_ros.core.sim import evaluate as ev
 
 
 def preset_name(dataset) -> str:
@@ -58,7 +53,7 @@ def preset_name(dataset) -> str:
 
 def main(argv=None) -> int:
     ap = ev.build_parser()
-    ap.prog = "bench/sim.py"
+    ap.prog = "python -m bench.sim"
     ap.add_argument("--bench", default="sim",
                     help="results file bench/results/<BENCH>.json (default sim; e.g. sim_teacher_noise for a "
                     "study that changes the teacher's noise model, so its numbers never read as the benchmark's)")
@@ -75,7 +70,7 @@ def main(argv=None) -> int:
         return 0
     preset = preset_name(a.dataset)
     argv_s = " ".join(sys.argv[1:] if argv is None else list(argv))
-    command = f"python bench/sim.py {argv_s}  # preset {preset}"
+    command = f"python -m bench.sim {argv_s}  # preset {preset}"
     extra = {"preset": preset, "scenes": res["scenes"], "seeds": res["seeds"], "settings": res["settings"],
              "results": str(out / "results.json"), "seconds": round(time.time() - t0, 1)}
     # Runs made on another machine (a GPU run merged here with --resume) keep their device.
