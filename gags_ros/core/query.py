@@ -522,10 +522,10 @@ class QueryEngine:
         counts = np.bincount(labels, minlength=n)
         score, location = _peak_statistics(host[:, :3], host[:, 3], labels, n, cfg.peak_radius)
         order = np.argsort(-score, kind="stable")
-        order = order[(counts[order] > 0) & (score[order] >= min_score)][:max_targets]
+        order = order[score[order] >= min_score][:max_targets]
         if order.size == 0:
             res.reason = (f"{n} candidate target(s), none with score >= {min_score:.3f} (best "
-                          f"{float(np.nanmax(score)):.3f}; query.min_score)")
+                          f"{float(score.max()):.3f}; query.min_score)")
         for t in order.tolist():
             mine = labels == t
             p = host[mine, :3]
@@ -546,9 +546,9 @@ def check_query_text(text, max_length: int) -> str:
 
 def _peak_statistics(pts: np.ndarray, raw: np.ndarray, labels: np.ndarray, n: int,
                      radius: float) -> Tuple[np.ndarray, np.ndarray]:
-    """Per target (component label ``0..n-1``): ``score`` ``[n]``, the mean of ``raw`` ``[K]`` over
-    its points within ``radius`` of its most relevant point, and ``location`` ``[n, 3]``, the mean
-    of those points ``pts`` ``[K, 3]`` (metres). Labels without points get nan. O(K): one sort."""
+    """Per target (component label ``0..n-1``, each with at least one point): ``score`` ``[n]``, the
+    mean of ``raw`` ``[K]`` over its points within ``radius`` of its most relevant point, and
+    ``location`` ``[n, 3]``, the mean of those points ``pts`` ``[K, 3]`` (metres). O(K): one sort."""
     order = np.lexsort((-raw, labels))                    # by label, most relevant first
     first = np.ones(order.size, dtype=bool)
     first[1:] = labels[order[1:]] != labels[order[:-1]]
@@ -557,9 +557,8 @@ def _peak_statistics(pts: np.ndarray, raw: np.ndarray, labels: np.ndarray, n: in
     d2 = ((pts - pts[peak[labels]]) ** 2).sum(axis=1)
     w = (d2 <= radius * radius).astype(np.float64)        # the peak itself always counts
     m = np.bincount(labels, weights=w, minlength=n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        score = np.bincount(labels, weights=w * raw, minlength=n) / m
-        location = np.stack([np.bincount(labels, weights=w * pts[:, k], minlength=n) for k in range(3)], axis=1) / m[:, None]
+    score = np.bincount(labels, weights=w * raw, minlength=n) / m
+    location = np.stack([np.bincount(labels, weights=w * pts[:, k], minlength=n) for k in range(3)], axis=1) / m[:, None]
     return score, location
 
 
