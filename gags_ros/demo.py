@@ -1,14 +1,14 @@
 """The embedded demo (README command 1): a simulated room streamed over real ROS 2 topics.
 
-    python -m gags_ros.demo [--out out/demo] [--frames 0] [--rate 4] [--device auto]
+    python -m gags_ros.demo [--out out/demo] [--frames 30] [--rate 4] [--device auto] [--settle]
 
 1. generates a small simulated scene with ground truth (gags_ros.core.sim, seed 0);
 2. starts the mapping node and the replay node with the same node specs as mapping.launch.py
    (gags_ros.ros.launch_spec); the replay node streams the scene's train views as camera topics
    with poses on TF; the mapping node uses the simulation's label-grounded teacher (the only
    semantic teacher that runs without downloaded weights);
-3. once the stream is mapped, calls the Query service for a handful of the scene's queries and
-   prints each answer against the ground-truth box;
+3. once the stream is mapped (with ``--settle``: and refined), calls the Query service for a
+   handful of the scene's queries and prints each answer against the ground-truth box;
 4. writes pictures: a top-down view of the map with targets and ground-truth boxes
    (``topdown.png``), plus ``demo.json`` with every number.
 
@@ -136,10 +136,13 @@ def draw_topdown(path: Path, xyz: Optional[np.ndarray], rgb: Optional[np.ndarray
 
 def run(out: Path, frames: int = 0, rate: float = 4.0, device: str = "auto", n_queries: int = 6,
         timeout: float = 1200.0, extra_params: Optional[dict] = None, log=print,
-        pick=None) -> dict:
+        pick=None, settle: bool = False) -> dict:
     """Generate, stream, map, query; returns the summary written to ``out/demo.json``.
 
     ``pick(scene_dir, queries, n_frames) -> queries`` chooses the queries (default: :func:`pick_queries`).
+    ``settle``: query once the node has finished its final refinement (state ``idle``, a fixed
+    number of steps after the last keyframe) instead of as soon as the stream is mapped (state
+    ``refining``, queries served while it refines): a map that no longer changes under the queries.
     """
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -196,7 +199,9 @@ def run(out: Path, frames: int = 0, rate: float = 4.0, device: str = "auto", n_q
     summary: dict = {"frames": n_frames, "params": params}
     t_start = time.monotonic()
     try:
-        # 1. wait until every streamed frame has been taken and its keyframes mapped and distilled.
+        # 1. wait until every streamed frame has been taken and its keyframes mapped and distilled
+        # (and, when settling, refined).
+        ready = ("idle",) if settle else ("refining", "idle")
         last_print = 0.0
         while True:
             ex.spin_once(timeout_sec=0.2)
@@ -210,7 +215,7 @@ def run(out: Path, frames: int = 0, rate: float = 4.0, device: str = "auto", n_q
                     f"keyframes {s.keyframes}  Gaussians {s.gaussians}  steps {s.mapping_steps}/{s.language_steps}  "
                     f"loss rgb {s.loss_rgb:.3f} lang {s.loss_language:.3f}  state {s.state}")
             if s is not None and replay_done and s.frames_received >= n_frames and s.queue_length == 0 \
-                    and s.state in ("refining", "idle") and s.teacher_keyframes > 0:
+                    and s.state in ready and s.teacher_keyframes > 0:
                 break
             if time.monotonic() - t_start > timeout:
                 raise TimeoutError(f"mapping did not finish within {timeout} s")
@@ -283,9 +288,11 @@ def main(argv=None) -> int:
     ap.add_argument("--rate", type=float, default=4.0, help="replay rate [Hz]")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--queries", type=int, default=6, help="how many of the scene's queries to ask")
+    ap.add_argument("--settle", action="store_true",
+                    help="query after the final refinement (mapping.final_refine_steps) instead of during it")
     a = ap.parse_args(argv)
     try:
-        s = run(Path(a.out), a.frames, a.rate, a.device, a.queries)
+        s = run(Path(a.out), a.frames, a.rate, a.device, a.queries, settle=a.settle)
     except (RuntimeError, TimeoutError) as e:
         print(f"[demo] failed: {e}", file=sys.stderr)
         return 1

@@ -58,7 +58,12 @@ class Distiller:
             from ..render.factory import make_renderer
 
             self.renderer = make_renderer(cfg.mapping.renderer, self.device)
-        self.field = LanguageField(self.lcfg.feature_dim, self.embed_dim).to(self.device)
+        # The decoders' initial weights come from cfg.seed, not from torch's global RNG (which
+        # imported libraries draw from), so a map built twice from the same stream is the same map.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(getattr(cfg, "seed", 0)))
+            self.field = LanguageField(self.lcfg.feature_dim, self.embed_dim)
+        self.field = self.field.to(self.device)
         self.decoder_optimizer = torch.optim.Adam(self.field.parameters(), lr=self.lcfg.lr_decoders)
         self._targets: "collections.OrderedDict[int, TeacherTargets]" = collections.OrderedDict()
         self._resized: Dict[int, TeacherTargets] = {}

@@ -223,14 +223,17 @@ class Variant:
     info: dict = field(default_factory=dict)
 
 
-def stream(pipeline, scene_path: Path, on_frame: Optional[Callable[[int], None]] = None) -> dict:
-    """Step 1: the train split in stream order into ``pipeline``, then ``finish()``. Returns
-    frame / keyframe counts and seconds."""
+def stream(pipeline, scene_path: Path, on_frame: Optional[Callable[[int], None]] = None,
+           max_frames: int = 0) -> dict:
+    """Step 1: the train split (its first ``max_frames`` frames when > 0) in stream order into
+    ``pipeline``, then ``finish()``. Returns frame / keyframe counts and seconds."""
+    import itertools
+
     from ..datasets import iter_nerfstudio
 
     t0 = time.perf_counter()
     n = 0
-    for frame in iter_nerfstudio(scene_path, split="train"):
+    for frame in itertools.islice(iter_nerfstudio(scene_path, split="train"), max_frames or None):
         pipeline.add_frame(frame)
         pipeline.run_owed()  # the keyframe's optimisation steps (the worker pays them in chunks)
         n += 1
@@ -279,8 +282,8 @@ def distill_offline(pipeline, cfg, mode: str, steps: int) -> Variant:
         del mapper.gaussians.params["features"]
         mapper.optimizers.pop("features", None)
     dev = pipeline.device
-    # Every mode sees the same global random state: decoder initialisation and anything else drawn
-    # from torch's global generator are identical across modes.
+    # Every mode sees the same random state: the Distiller seeds its decoders from cfg.seed, and
+    # anything drawn from torch's global generator is identical across modes too.
     with torch.random.fork_rng(devices=[torch.device(dev).index or 0] if torch.device(dev).type == "cuda" else []):
         torch.manual_seed(int(cfg.seed))
         d = Distiller(cfg_m, mapper, online.embed_dim, dev, renderer=online.renderer)
@@ -570,8 +573,8 @@ def evaluate_run(scene_path, seed: int, settings: EvalSettings, out_dir, picture
 
     scene = load_scene(scene_path)
     cfg = make_config(settings, seed, device)
-    # The pipeline draws its decoders' initial weights from torch's global generator: seed it, so a
-    # run depends on its seed only, not on what the process did before.
+    # The pipeline seeds its own generators from cfg.seed; torch's global one is seeded too, so that
+    # a library drawing from it cannot make a run depend on what the process did before.
     torch.manual_seed(int(seed))
     tag = f"[{scene.name} seed {seed}]"
     t_run = time.perf_counter()
