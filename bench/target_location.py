@@ -22,7 +22,7 @@ The demo's map (``--demo``: the demo's node parameters, gags_ros.demo.DEMO_PARAM
 streams 12 frames of the demo's scene, seed 0 of the small preset), about 3 minutes per seed:
 
     .venv/bin/python -m gags_ros.core.sim.dataset /tmp/demo_scene --preset small --seed 0
-    .venv/bin/python -m bench.target_location /tmp/demo_scene --demo --frames 12 --seeds 0 1 2 3 \
+    .venv/bin/python -m bench.target_location /tmp/demo_scene --demo --frames 12 --seeds 0 1 2 3 \\
         --peak-radii 0.05 0.1 0.15
 """
 
@@ -49,11 +49,12 @@ def locations(pipeline, texts, peak_radii=()) -> dict:
     each of ``peak_radii`` (metres): the engine's location with ``query.peak_radius = r``."""
     eng, g, field = pipeline.query_engine, pipeline.mapper.gaussians, pipeline.distiller.field
     answers = eng.query(g, field, texts, max_targets=1)
-    out = {}
+    out, cfg = {}, eng.cfg
     for r in peak_radii:
-        eng.cfg = dataclasses.replace(eng.cfg, peak_radius=float(r))
+        eng.cfg = dataclasses.replace(cfg, peak_radius=float(r))
         out[f"peak_r{r:g}"] = [a.targets[0].centroid if a.targets else None
                                for a in eng.query(g, field, texts, max_targets=1)]
+    eng.cfg = cfg
     means = g.means.detach().double().cpu().numpy()
     with torch.no_grad():
         rel = eng.gaussian_relevancy(g, field, eng.encode(texts, g.means.device)).float().cpu().numpy()

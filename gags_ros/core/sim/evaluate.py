@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -227,8 +228,6 @@ def stream(pipeline, scene_path: Path, on_frame: Optional[Callable[[int], None]]
            max_frames: int = 0) -> dict:
     """Step 1: the train split (its first ``max_frames`` frames when > 0) in stream order into
     ``pipeline``, then ``finish()``. Returns frame / keyframe counts and seconds."""
-    import itertools
-
     from ..datasets import iter_nerfstudio
 
     t0 = time.perf_counter()
