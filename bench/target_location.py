@@ -98,7 +98,6 @@ def main(argv=None) -> int:
         scene = ev.load_scene(d)
         for seed in a.seeds:
             cfg = ev.make_config(st, seed)
-            torch.manual_seed(seed)
             p = GagsPipeline(cfg, scene.labels)
             name = ev.run_name(scene.name, seed)
             if a.maps:

@@ -71,14 +71,22 @@ class FrameAssembler:
     def offer(self, image: np.ndarray, stamp: float, frame_id: str, name: str = "") -> Optional[str]:
         """Queue an ``[H, W, 3]`` uint8 image; returns a rejection reason now, or None when queued.
         Without CameraInfo yet the image waits like one waiting for its pose (topics race at start)."""
-        h, w = image.shape[:2]
-        if self.intrinsics is not None and (w, h) != (self.intrinsics.width, self.intrinsics.height):
-            return (f"image is {w}x{h} but CameraInfo says {self.intrinsics.width}x{self.intrinsics.height}")
+        problem = self._size_problem(image)
+        if problem:
+            return problem
         if len(self._pending) >= self.max_pending:
             self._pending.popleft()
             self.dropped_waiting += 1
         self._pending.append(_Pending(image, stamp, frame_id, self.clock(), name or f"{stamp:.3f}"))
         return None
+
+    def _size_problem(self, image: np.ndarray) -> str:
+        """Why ``image`` does not fit the CameraInfo ("" when it does, or while none has arrived)."""
+        h, w = image.shape[:2]
+        k = self.intrinsics
+        if k is None or (w, h) == (k.width, k.height):
+            return ""
+        return f"image is {w}x{h} but CameraInfo says {k.width}x{k.height}"
 
     # ---- matching ---------------------------------------------------------------------------
     def _camera_frame(self, p: _Pending) -> str:
@@ -117,11 +125,10 @@ class FrameAssembler:
                 self._pending.popleft()
                 rejected.append((p.name, f"no CameraInfo received yet on '{self.cfg.camera_info_topic}'"))
                 continue
-            h, w = p.image.shape[:2]
-            if (w, h) != (self.intrinsics.width, self.intrinsics.height):
+            problem = self._size_problem(p.image)  # queued before the CameraInfo came
+            if problem:
                 self._pending.popleft()
-                rejected.append((p.name, f"image is {w}x{h} but CameraInfo says "
-                                          f"{self.intrinsics.width}x{self.intrinsics.height}"))
+                rejected.append((p.name, problem))
                 continue
             depth = None
             if self.cfg.depth_topic:

@@ -281,20 +281,16 @@ def distill_offline(pipeline, cfg, mode: str, steps: int) -> Variant:
         del mapper.gaussians.params["features"]
         mapper.optimizers.pop("features", None)
     dev = pipeline.device
-    # Every mode sees the same random state: the Distiller seeds its decoders from cfg.seed, and
-    # anything drawn from torch's global generator is identical across modes too.
-    with torch.random.fork_rng(devices=[torch.device(dev).index or 0] if torch.device(dev).type == "cuda" else []):
-        torch.manual_seed(int(cfg.seed))
-        d = Distiller(cfg_m, mapper, online.embed_dim, dev, renderer=online.renderer)
-        for k in online.teacher_keyframes:
-            h, w = mapper.keyframes[k].frame.image.shape[:2]
-            # The simulation teacher's outputs have the frame's size: this is the stored output itself.
-            t = online.targets_at(k, h, w)
-            d.add_teacher_output(k, TeacherOutput(t.level_ids.to(torch.int32), t.embeddings, k))
-        t0 = time.perf_counter()
-        summary = d.offline(steps)
-        if dev.startswith("cuda"):
-            torch.cuda.synchronize()
+    d = Distiller(cfg_m, mapper, online.embed_dim, dev, renderer=online.renderer)
+    for k in online.teacher_keyframes:
+        h, w = mapper.keyframes[k].frame.image.shape[:2]
+        # The simulation teacher's outputs have the frame's size: this is the stored output itself.
+        t = online.targets_at(k, h, w)
+        d.add_teacher_output(k, TeacherOutput(t.level_ids.to(torch.int32), t.embeddings, k))
+    t0 = time.perf_counter()
+    summary = d.offline(steps)
+    if dev.startswith("cuda"):
+        torch.cuda.synchronize()
     info = {"seconds": time.perf_counter() - t0,
             **{k: v for k, v in summary.items() if isinstance(v, (int, float))}}
     return Variant(mode, mapper.gaussians.params["features"].detach().clone(), d.field, info)
@@ -572,9 +568,6 @@ def evaluate_run(scene_path, seed: int, settings: EvalSettings, out_dir, picture
 
     scene = load_scene(scene_path)
     cfg = make_config(settings, seed, device)
-    # The pipeline seeds its own generators from cfg.seed; torch's global one is seeded too, so that
-    # a library drawing from it cannot make a run depend on what the process did before.
-    torch.manual_seed(int(seed))
     tag = f"[{scene.name} seed {seed}]"
     t_run = time.perf_counter()
     pipeline = GagsPipeline(cfg, scene.labels)
