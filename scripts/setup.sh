@@ -80,6 +80,30 @@ if ! (cd /tmp && "$PY" -c "import tf2_msgs.msg" 2>/dev/null); then
   (cd /tmp && "$PY" -c "from tf2_msgs.msg import TFMessage") || fail "tf2_msgs does not import after its build"
 fi
 
+step "ROS 2 command-line and test tools (../shared/ros2-tools; development and CI only)"
+# ros2 launch / service / topic / param / lifecycle / interface and launch_testing, used by the tests
+# the way a user types them. A user's ROS install has its own; the package never imports them.
+TOOLS="$ROOT/../shared/ros2-tools"
+if [ -d "$TOOLS/wheels" ]; then
+  if ! fresh ros2tools "$TOOLS"/wheels/*.whl || ! (cd /tmp && "$PY" -c "import ros2cli, launch_ros, composition_interfaces.srv" 2>/dev/null); then
+    "$PY" -m pip install -q --no-deps "$TOOLS"/wheels/*.whl 2>&1 | grep -v "^WARNING: Location" || true
+    "$PY" -m pip install -q psutil 2>&1 | grep -v "^WARNING: Location" || true
+    if ! (cd /tmp && "$PY" -c "import composition_interfaces.srv" 2>/dev/null); then
+      mkdir -p "$ROOT/log"
+      AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV" "$VENV/bin/colcon" --log-base "$ROOT/log" build \
+        --merge-install --install-base "$VENV" --build-base "$ROOT/build" \
+        --base-paths "$TOOLS/composition_interfaces" --packages-select composition_interfaces \
+        --cmake-args -DPython3_EXECUTABLE="$PY" -DBUILD_TESTING=OFF > "$ROOT/log/colcon_composition.txt" 2>&1 \
+        || { tail -40 "$ROOT/log/colcon_composition.txt"; fail "colcon build of composition_interfaces failed"; }
+    fi
+    (cd /tmp && "$PY" -c "import ros2cli, launch_ros.actions, launch_testing") \
+      || fail "the ROS 2 tools do not import after their install"
+    done_stamp ros2tools "$TOOLS"/wheels/*.whl
+  fi
+else
+  echo "[setup]   skipped: $TOOLS not found (only the tests that drive the ros2 CLI need it)"
+fi
+
 step "build the gags_ros package with colcon (interfaces + Python + launch + config)"
 BUILD_INPUTS=("$ROOT/package.xml" "$ROOT/CMakeLists.txt" "$ROOT"/msg/*.msg "$ROOT"/srv/*.srv
               "$ROOT"/launch/* "$ROOT"/config/* "$ROOT"/scripts/*_node)
