@@ -2,22 +2,30 @@
 
 Starts the gags_ros mapping node with config/mapping.yaml (and, with replay:=DIR, the replay node
 streaming a dataset). The node list comes from gags_ros.ros.launch_spec, shared with `gags-launch`,
-the equivalent command for machines without `ros2 launch`.
+the equivalent command for machines without `ros2 launch`. rviz:=true where rviz2 is not installed
+logs one line and starts the rest (launch_ros would stop with an exception and orphan the nodes it
+had started).
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from gags_ros.ros.launch_spec import LAUNCH_ARGS, nodes_from_launch_args
+from gags_ros.ros.launch_spec import LAUNCH_ARGS, installed, nodes_from_launch_args
 
 
 def _nodes(context):
     values = {k: LaunchConfiguration(k).perform(context) for k in LAUNCH_ARGS}
-    return [Node(package=s.package, executable=s.executable, name=s.name, namespace=s.namespace or None,
-                 parameters=s.parameters, remappings=s.remappings, arguments=s.arguments,
-                 output="screen", emulate_tty=True) for s in nodes_from_launch_args(values)]
+    actions = []
+    for s in nodes_from_launch_args(values):
+        if not installed(s):
+            actions.append(LogInfo(msg=f"{s.executable} is not installed (package {s.package}); not started"))
+            continue
+        actions.append(Node(package=s.package, executable=s.executable, name=s.name,
+                            namespace=s.namespace or None, parameters=s.parameters, remappings=s.remappings,
+                            arguments=s.arguments, output="screen", emulate_tty=True))
+    return actions
 
 
 def generate_launch_description():

@@ -101,6 +101,22 @@ def mapping_nodes(params_file: Optional[str] = None, overrides: Optional[Dict[st
     return nodes
 
 
+def installed(spec: NodeSpec) -> bool:
+    """Whether ``ros2 launch`` can start ``spec``: its package is in the ament index (or, for a
+    non-Python node, its executable is on PATH)."""
+    import shutil
+
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+    except ImportError:  # no ament index: only executables on PATH can be found
+        return bool(spec.module) or shutil.which(spec.executable) is not None
+    try:
+        get_package_prefix(spec.package)
+        return True
+    except PackageNotFoundError:
+        return False
+
+
 # Arguments of mapping.launch.py (name: (default, description)); gags-launch takes the same.
 LAUNCH_ARGS: Dict[str, Tuple[str, str]] = {
     "params_file": ("", "Parameter file (default: the package's config/mapping.yaml)"),

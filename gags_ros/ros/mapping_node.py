@@ -7,8 +7,10 @@ optimisation steps (:mod:`gags_ros.core.worker`). No torch work runs in a callba
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -34,6 +36,7 @@ from gags_ros.msg import ClassifiedObject, MappingStatus, QueryTarget
 from gags_ros.srv import ClassifyObjects, LoadMap, Query, RetrieveObjects, SaveMap
 
 from ..core.config import ConfigError, GagsConfig
+from ..core.files import remove_stale_temp_files
 from ..core.frame_sync import FrameAssembler
 from ..core.pipeline import GagsPipeline, NoMapError
 from ..core.query import check_query_text
@@ -63,17 +66,11 @@ class MappingNode(Node):
         super().__init__(node_name, **kwargs)
         self.cfg = declare_config(self)
         factory = pipeline_factory or (lambda cfg: GagsPipeline(cfg))
-
-        def start_pipeline():  # on the worker thread: torch is imported there, not before "ready"
-            from ..core.mapfile import remove_stale_temp_files
-
-            removed = remove_stale_temp_files(os.path.expanduser(self.cfg.save_dir))
-            if removed:
-                self.get_logger().info(f"removed {len(removed)} temporary file(s) left by an interrupted "
-                                       f"save: " + ", ".join(str(p) for p in removed))
-            return factory(self.cfg)
-
-        self.worker = Worker(start_pipeline, buffer_size=self.cfg.ros.frame_buffer,
+        removed = remove_stale_temp_files(os.path.expanduser(self.cfg.save_dir))
+        if removed:
+            self.get_logger().info(f"removed {len(removed)} temporary file(s) left by an interrupted save: "
+                                   + ", ".join(str(p) for p in removed))
+        self.worker = Worker(lambda: factory(self.cfg), buffer_size=self.cfg.ros.frame_buffer,
                              request_capacity=self.cfg.ros.request_queue)
         self.worker.start(wait=False)
         self.rejections = RejectionLog()
@@ -514,9 +511,10 @@ class MappingNode(Node):
 
 
 def main(args=None) -> int:
-    """Run the node until SIGINT / SIGTERM / shutdown; exits within about ``ros.shutdown_timeout``
-    seconds of it even while the worker is in a long step (a teacher call, a save): that step is
-    abandoned (a save's temporary file is removed at the next start)."""
+    """Run the node until SIGINT / SIGTERM / shutdown, then exit the process (this does not return):
+    within about ``ros.shutdown_timeout`` seconds even while the worker is in a long step (a teacher
+    call, a save), which is then abandoned (a save's temporary file is removed at the next start).
+    Exit status 2 for an invalid configuration."""
     ensure_profile_env()
     rclpy.init(args=args)
     node, stopped, code = None, True, 0
@@ -533,15 +531,21 @@ def main(args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Ctrl-C in a terminal reaches launch and the node alike, and launch forwards it once more:
+        # a second SIGINT must not interrupt the bounded shutdown below with a KeyboardInterrupt.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             stopped = node.destroy_node()
         rclpy.try_shutdown()
     if not stopped:
         print("gags_mapping: abandoned the worker's unfinished step to shut down in time", file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)  # a daemon thread inside a long torch call could delay a normal exit
-    return code
+    # Everything is stopped and flushed: leave now. The interpreter's own finalization takes 1.2 s
+    # more with torch loaded (measured on a 2-core CPU), and a daemon worker thread inside a long
+    # torch call could delay it further; launch escalates to SIGTERM after 5 s.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
