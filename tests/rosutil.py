@@ -30,14 +30,15 @@ def stop(proc: subprocess.Popen, timeout: float = 10.0) -> str:
     return proc.stdout.read() if proc.stdout else ""
 
 
-def call(node, client, request, timeout: float = 30.0):
-    """Call a service from ``node`` and spin until the answer arrives. The first call of a client is
-    resent every 2 s until answered (Fast DDS drops a response sent before the service matched the
-    client's response reader: see gags_ros.ros.client), so tests never depend on matching luck."""
+def call(node, client, request, timeout: float = 30.0, executor=None):
+    """Call a service from ``node`` and spin (``executor``, or a temporary one) until the answer
+    arrives. The first call of a client is resent every 2 s until answered (Fast DDS drops a
+    response sent before the service matched the client's response reader: see
+    gags_ros.ros.client), so tests never depend on matching luck."""
     from gags_ros.ros.client import call as call_service, wait_until_served
 
     if not getattr(client, "_gags_served", False):
-        res = wait_until_served(node, client, request, timeout=timeout, attempt=2.0)
+        res = wait_until_served(node, client, request, timeout=timeout, attempt=2.0, executor=executor)
         client._gags_served = True
         return res
-    return call_service(node, client, request, timeout=timeout, attempts=1)
+    return call_service(node, client, request, timeout=timeout, attempts=1, executor=executor)

@@ -56,7 +56,8 @@ def quaternion_problem(q_xyzw: Sequence[float], tolerance: float) -> str:
     q = np.asarray(q_xyzw, dtype=np.float64)
     if not np.all(np.isfinite(q)):
         return f"quaternion {q.tolist()} has non-finite values"
-    n2 = float(q @ q)
+    with np.errstate(over="ignore"):  # a huge component gives norm^2 = inf: refused below
+        n2 = float(q @ q)
     if not abs(n2 - 1.0) < tolerance:
         return (f"quaternion is not unit (norm {math.sqrt(n2):.6g}; |norm^2 - 1| = {abs(n2 - 1.0):.3g} >= "
                 f"limits.quaternion_tolerance = {tolerance:g})")
