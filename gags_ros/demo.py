@@ -163,6 +163,7 @@ def run(out: Path, frames: int = 0, rate: float = 4.0, device: str = "auto", n_q
 
     from gags_ros.core.sim.dataset import generate
     from gags_ros.msg import MappingStatus
+    from gags_ros.ros.client import call as call_service, wait_until_served
     from gags_ros.ros.conversions import pointcloud2_from_msg
     from gags_ros.ros.launch_spec import mapping_nodes
     from gags_ros.ros.launcher import start
@@ -230,11 +231,11 @@ def run(out: Path, frames: int = 0, rate: float = 4.0, device: str = "auto", n_q
             f"in {summary['map_seconds']:.0f} s")
         # 2. queries while the node keeps refining.
         outcomes: List[QueryOutcome] = []
+        wait_until_served(node, client, Query.Request(text=""), timeout=60, executor=ex)  # see ros.client
         for q in queries:
             t0 = time.perf_counter()
-            fut = client.call_async(Query.Request(text=q["text"], max_targets=3, min_score=0.0))
-            ex.spin_until_future_complete(fut, timeout_sec=60)
-            res = fut.result()
+            res = call_service(node, client, Query.Request(text=q["text"], max_targets=3, min_score=0.0),
+                               timeout=60, executor=ex)
             o = QueryOutcome(q["text"], q["level"], q["box_min"], q["box_max"], res.success, res.message,
                              latency_ms=1e3 * (time.perf_counter() - t0))
             o.targets = [{"position": [t.position.x, t.position.y, t.position.z], "score": t.score,

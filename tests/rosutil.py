@@ -31,16 +31,13 @@ def stop(proc: subprocess.Popen, timeout: float = 10.0) -> str:
 
 
 def call(node, client, request, timeout: float = 30.0):
-    """Call a service from ``node`` and spin until the answer arrives."""
-    from rclpy.executors import SingleThreadedExecutor
+    """Call a service from ``node`` and spin until the answer arrives. The first call of a client is
+    resent every 2 s until answered (Fast DDS drops a response sent before the service matched the
+    client's response reader: see gags_ros.ros.client), so tests never depend on matching luck."""
+    from gags_ros.ros.client import call as call_service, wait_until_served
 
-    assert client.wait_for_service(timeout_sec=timeout), f"service {client.srv_name} did not appear"
-    fut = client.call_async(request)
-    executor = SingleThreadedExecutor(context=node.context)
-    executor.add_node(node)
-    try:
-        executor.spin_until_future_complete(fut, timeout_sec=timeout)
-    finally:
-        executor.remove_node(node)
-    assert fut.done(), f"no answer from {client.srv_name} within {timeout} s"
-    return fut.result()
+    if not getattr(client, "_gags_served", False):
+        res = wait_until_served(node, client, request, timeout=timeout, attempt=2.0)
+        client._gags_served = True
+        return res
+    return call_service(node, client, request, timeout=timeout, attempts=1)

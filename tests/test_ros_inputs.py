@@ -104,7 +104,7 @@ def test_each_bad_input_is_reported_and_counted(node):
     node._on_info(bad_info)
     assert rejected() == 4 and "invalid camera matrix" in node.last_message
     node._on_depth(depth(1.0, value=float("nan")))
-    assert rejected() == 5 and "no finite positive value" in node.last_message
+    assert rejected() == 5 and "no value in [limits.min_depth, limits.max_depth]" in node.last_message
     node._on_depth(image(1.0))  # a colour image on the depth topic
     assert rejected() == 6 and "unsupported depth encoding 'rgb8'" in node.last_message
     nan_tf = tf(1.0, np.full((4, 4), np.nan))

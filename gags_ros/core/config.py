@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,6 +259,41 @@ class RosConfig:
                                 lo=0.0, hi=3600.0)
     cloud_max_points: int = param(200_000, "Map cloud is subsampled to at most this", unit="points",
                                   lo=1, hi=50_000_000)
+    request_queue: int = param(32, "Service requests that may wait for the worker; one more is answered at "
+                               "once with success=false and a message starting 'busy:'", unit="requests",
+                               lo=1, hi=100_000)
+    service_qos_depth: int = param(256, "Keep-last depth of every service's request and response queues "
+                                   "(reliable): at least request_queue, and at least the requests all "
+                                   "clients together may have outstanding, or DDS drops the oldest",
+                                   unit="requests", lo=1, hi=1_000_000, read_only=True)
+    message_expiry: float = param(30.0, "An error or rejection stays in status.message and the diagnostics' "
+                                  "last reasons this long after it last happened", unit="s", lo=0.1, hi=1e6)
+    shutdown_timeout: float = param(1.0, "On shutdown, how long the worker's current step may take to "
+                                    "finish before it is abandoned", unit="s", lo=0.0, hi=60.0)
+    map_file_mode: str = param("", "Permission bits of saved map files in octal (e.g. 0640); empty = "
+                               "0666 minus the process umask (0644 under the usual umask 022)")
+
+
+@dataclass
+class LimitsConfig:
+    """Plausibility limits of the input: what a real camera and robot can give; anything outside is
+    refused with the limit it broke (so garbage never reaches the map)."""
+
+    min_fov: float = param(1.0, "Smallest field of view a CameraInfo may give, 2 atan(width / 2 fx) "
+                           "horizontally and 2 atan(height / 2 fy) vertically", unit="deg", lo=0.01, hi=179.0)
+    max_fov: float = param(170.0, "Largest field of view a CameraInfo may give (images are rectified "
+                           "pinhole images; fx = 1e-3 px on a 640 px image is 180 deg)", unit="deg",
+                           lo=1.0, hi=179.99)
+    min_depth: float = param(0.01, "Depth pixels nearer than this are no measurement", unit="m",
+                             lo=0.0, hi=1000.0)
+    max_depth: float = param(100.0, "Depth pixels farther than this are no measurement (a depth image "
+                             "with no pixel in range is refused)", unit="m", lo=0.001, hi=100_000.0)
+    max_pose_jump: float = param(2.0, "A frame whose camera moved farther than this from the previous "
+                                 "frame's pose is refused (a pose glitch; one frame after a relocalisation)",
+                                 unit="m", lo=0.0, hi=1e6)
+    quaternion_tolerance: float = param(0.01, "TF and pose quaternions q are refused unless "
+                                        "|x^2 + y^2 + z^2 + w^2 - 1| < this (tf2's rule and default)",
+                                        lo=1e-9, hi=1.0)
 
 
 @dataclass
@@ -282,6 +318,7 @@ class GagsConfig:
     query: QueryConfig = field(default_factory=QueryConfig)
     clipgs: ClipGSConfig = field(default_factory=ClipGSConfig)
     ros: RosConfig = field(default_factory=RosConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     def resolved_device(self) -> str:
         """The torch device string this configuration means on this machine."""
@@ -380,6 +417,17 @@ def _cross_checks(cfg: GagsConfig) -> None:
                           f"query.keep_neighbours={q.keep_neighbours}")
     if len(cfg.mapping.background) != 3:
         raise ConfigError(f"mapping.background={cfg.mapping.background!r}: expected 3 values (RGB)")
+    r = cfg.ros
+    if r.service_qos_depth < r.request_queue:
+        raise ConfigError(f"ros.service_qos_depth={r.service_qos_depth}: must be at least "
+                          f"ros.request_queue={r.request_queue}")
+    if r.map_file_mode and not re.fullmatch(r"0?[0-7]{3}", r.map_file_mode):
+        raise ConfigError(f"ros.map_file_mode={r.map_file_mode!r}: expected octal permission bits like 0644")
+    lim = cfg.limits
+    if lim.min_fov >= lim.max_fov:
+        raise ConfigError(f"limits.min_fov={lim.min_fov}: must be below limits.max_fov={lim.max_fov}")
+    if lim.min_depth >= lim.max_depth:
+        raise ConfigError(f"limits.min_depth={lim.min_depth}: must be below limits.max_depth={lim.max_depth}")
     d = cfg.device
     if not (d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit())):
         raise ConfigError(f"device={d!r}: must be auto, cpu, cuda or cuda:N")

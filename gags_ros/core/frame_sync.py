@@ -17,7 +17,8 @@ from typing import Callable, Deque, List, Optional, Tuple
 
 import numpy as np
 
-from .config import RosConfig
+from .config import LimitsConfig, RosConfig
+from .plausibility import pose_jump_problem
 from .tf_buffer import TransformBuffer, TransformError
 from .types import Frame, Intrinsics, PoseError, check_rigid
 
@@ -40,8 +41,12 @@ class FrameAssembler:
     """
 
     def __init__(self, cfg: RosConfig, tf: Optional[TransformBuffer] = None,
-                 clock: Callable[[], float] = time.monotonic, max_pending: int = 64):
+                 clock: Callable[[], float] = time.monotonic, max_pending: int = 64,
+                 limits: Optional[LimitsConfig] = None):
         self.cfg = cfg
+        self.limits = limits if limits is not None else LimitsConfig()
+        self.intrinsics_refused = ""  # why the last CameraInfo was refused (named while images wait)
+        self._last_pose: Optional[np.ndarray] = None  # T_world_cam of the last frame with a pose
         self.tf = tf if tf is not None else TransformBuffer()
         self.clock = clock
         self.intrinsics: Optional[Intrinsics] = None
@@ -54,6 +59,7 @@ class FrameAssembler:
     # ---- inputs -----------------------------------------------------------------------------
     def set_intrinsics(self, intr: Intrinsics) -> None:
         self.intrinsics = intr
+        self.intrinsics_refused = ""
 
     def add_depth(self, depth: np.ndarray, stamp: float, keep: int = 30) -> None:
         """Depth ``[H, W]`` float32 metres at ``stamp`` s; the last ``keep`` are kept for matching."""
@@ -111,7 +117,8 @@ class FrameAssembler:
 
         Frames are taken oldest first; the first one still waiting (for a pose or depth that may
         come) stops the pass, since newer frames wait for newer data. This keeps a poll cheap when
-        poses lag behind images, instead of retrying every waiting frame at every call.
+        poses lag behind images, instead of retrying every waiting frame at every call. A frame
+        given up on is named with every check it fails, joined by "; ".
         """
         ready: List[Frame] = []
         rejected: List[Tuple[str, str]] = []
@@ -119,49 +126,52 @@ class FrameAssembler:
         while self._pending:
             p = self._pending[0]
             expired = now - p.arrived > self.cfg.tf_timeout
-            if self.intrinsics is None:
-                if not expired:
-                    break
-                self._pending.popleft()
-                rejected.append((p.name, f"no CameraInfo received yet on '{self.cfg.camera_info_topic}'"))
-                continue
-            problem = self._size_problem(p.image)  # queued before the CameraInfo came
-            if problem:
-                self._pending.popleft()
-                rejected.append((p.name, problem))
-                continue
-            depth = None
-            if self.cfg.depth_topic:
-                depth, final = self._depth_for(p.stamp)
-                if depth is None:
-                    if not (final or expired):
-                        break  # its depth may still come
-                    self._pending.popleft()
-                    rejected.append((p.name, f"no depth image within {self.cfg.max_sync_offset} s of the "
-                                              f"colour stamp {p.stamp:.3f} s"))
-                    continue
-                if depth.shape != p.image.shape[:2]:
-                    self._pending.popleft()
-                    rejected.append((p.name, f"depth is {depth.shape[1]}x{depth.shape[0]} but the colour image is "
-                                              f"{p.image.shape[1]}x{p.image.shape[0]}"))
-                    continue
-            try:
-                T = self.tf.lookup(self.cfg.world_frame, self._camera_frame(p), p.stamp)
-                T = check_rigid(T, f"pose of {p.name}")
-            except TransformError as e:
-                if e.kind in ("future", "unknown_frame", "not_connected") and not expired:
-                    break  # the pose may still arrive
-                self._pending.popleft()
-                rejected.append((p.name, f"no pose: {e}"))
-                continue
-            except PoseError as e:
-                self._pending.popleft()
-                rejected.append((p.name, str(e)))
-                continue
+            problems, waiting, depth, T = self._check(p)
+            if waiting and not problems and not expired:
+                break  # what it waits for may still come
             self._pending.popleft()
+            if problems or waiting:
+                rejected.append((p.name, "; ".join(problems + waiting)))
+                continue
             ready.append(Frame(image=p.image, T_world_cam=T, intrinsics=self.intrinsics, depth=depth,
                                stamp=p.stamp, name=p.name, extra={"arrived": p.arrived}))
         return ready, rejected
+
+    def _check(self, p: _Pending):
+        """``(problems, waiting, depth, T_world_cam)`` of a pending frame: ``problems`` are final
+        refusals, ``waiting`` what may still arrive (a refusal once the frame has waited too long)."""
+        problems: List[str] = []
+        waiting: List[str] = []
+        if self.intrinsics is None:
+            why = f" (the last one was refused: {self.intrinsics_refused})" if self.intrinsics_refused else ""
+            waiting.append(f"no CameraInfo received yet on '{self.cfg.camera_info_topic}'{why}")
+        else:
+            problem = self._size_problem(p.image)  # queued before the CameraInfo came
+            if problem:
+                problems.append(problem)
+        depth = None
+        if self.cfg.depth_topic:
+            depth, final = self._depth_for(p.stamp)
+            if depth is None:
+                why = f"no depth image within {self.cfg.max_sync_offset} s of the colour stamp {p.stamp:.3f} s"
+                (problems if final else waiting).append(why)
+            elif depth.shape != p.image.shape[:2]:
+                problems.append(f"depth is {depth.shape[1]}x{depth.shape[0]} but the colour image is "
+                                f"{p.image.shape[1]}x{p.image.shape[0]}")
+        T = None
+        try:
+            T = check_rigid(self.tf.lookup(self.cfg.world_frame, self._camera_frame(p), p.stamp), f"pose of {p.name}")
+        except TransformError as e:
+            pending = e.kind in ("future", "unknown_frame", "not_connected")
+            (waiting if pending else problems).append(f"no pose: {e}")
+        except PoseError as e:
+            problems.append(str(e))
+        if T is not None and not problems and not waiting:
+            jump = pose_jump_problem(self._last_pose, T, self.limits)
+            self._last_pose = T  # a relocalisation costs one frame, not every frame after it
+            if jump:
+                problems.append(jump)
+        return problems, waiting, depth, T
 
     @property
     def waiting(self) -> int:

@@ -11,18 +11,26 @@ code)::
      "metadata": {"gags_ros_version", "torch_version", "gaussians", "created_unix"},
      "extra":    caller's plain data (keyframe poses, stats...) or None}
 
-Writes go to a temporary file in the target's directory, are flushed to disk, then renamed over
-the target (``os.replace``), so a reader never sees half a map and a crash keeps the old file.
+Writes go to a temporary file ``.<name>.<pid>.<random>.tmp`` in the target's directory, are flushed
+to disk, then renamed over the target (``os.replace``), so a reader never sees half a map and a
+crash keeps the old file. A failed write removes its temporary file; one left by a killed process is
+removed by :func:`remove_stale_temp_files` (the mapping node calls it at start-up). Map files get the
+mode ``ros.map_file_mode``, by default 0666 minus the umask (0644 under the usual umask 022), like any
+file the user creates, not the 0600 of a temporary file.
+
+Loading validates the file before anything uses it (:func:`check_map_data`): finite values, shapes
+and counts that agree; every problem is named.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 
@@ -30,7 +38,8 @@ from . import config as C
 from .gaussians import GaussianMap
 from .language.field import LanguageField
 
-__all__ = ["MAP_FORMAT", "MAP_VERSION", "MapFormatError", "load_map", "save_map"]
+__all__ = ["MAP_FORMAT", "MAP_VERSION", "MapFormatError", "check_map_data", "load_map", "remove_stale_temp_files",
+           "save_map"]
 
 log = logging.getLogger("gags_ros.mapfile")
 
@@ -68,11 +77,13 @@ def save_map(path: str | os.PathLike, gaussians: GaussianMap, field: Optional[La
         },
         "extra": _plain(extra),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    mode = file_mode(cfg.ros.map_file_mode)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(data, f)
             f.flush()
+            os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -106,6 +117,9 @@ def load_map(path: str | os.PathLike, device: str | torch.device = "cpu"
     if version > MAP_VERSION:
         raise MapFormatError(f"{path}: map format version {version} is newer than this gags_ros reads "
                              f"(up to {MAP_VERSION}); update gags_ros")
+    problems = check_map_data(data)
+    if problems:
+        raise MapFormatError(f"{path}: refused: " + "; ".join(problems))
     try:
         gaussians = GaussianMap.from_state_dict(data["params"], device=device)
     except (KeyError, ValueError) as e:
@@ -113,8 +127,11 @@ def load_map(path: str | os.PathLike, device: str | torch.device = "cpu"
     field = None
     fd = data.get("field")
     if fd is not None:
-        field = LanguageField(int(fd["feature_dim"]), int(fd["embed_dim"]))
-        field.load_state_dict(fd["state"])
+        try:
+            field = LanguageField(int(fd["feature_dim"]), int(fd["embed_dim"]))
+            field.load_state_dict(fd["state"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:  # RuntimeError: shape mismatch
+            raise MapFormatError(f"{path}: language field unreadable: {type(e).__name__}: {e}") from None
         field = field.to(device).eval()
         if gaussians.has_features and gaussians.params["features"].shape[1] != field.feature_dim:
             raise MapFormatError(f"{path}: latents have {gaussians.params['features'].shape[1]} channels, "
@@ -175,3 +192,115 @@ def _plain(x):
         return type(x)(_plain(v) for v in x)
     raise TypeError(f"map extra data must be plain (numbers, strings, tensors, arrays, lists, dicts); "
                     f"got {type(x).__name__}")
+
+
+# Trailing shapes of the geometry parameters ([N, ...]); see gags_ros.core.gaussians.
+_SHAPES = {"means": (3,), "scales": (3,), "quats": (4,), "opacities": (), "sh0": (1, 3)}
+
+
+def check_map_data(data: dict) -> List[str]:
+    """Every problem of a loaded map dict (empty when usable): parameters that are not float tensors
+    with one row per Gaussian and the documented trailing shapes, non-finite values, zero quaternions,
+    a Gaussian count that disagrees with the metadata, a language field that is not finite or whose
+    latent size differs from the map's."""
+    params = data.get("params")
+    if not isinstance(params, dict) or not params:
+        return ["no Gaussian parameters"]
+    problems = [f"lacks parameter {k!r}" for k in _SHAPES if k not in params]
+    means = params.get("means")
+    n = int(means.shape[0]) if torch.is_tensor(means) and means.dim() >= 1 else None
+    for k, v in params.items():
+        if not torch.is_tensor(v) or not v.is_floating_point() or v.dim() == 0:
+            problems.append(f"{k!r} is not a floating-point tensor with one row per Gaussian")
+            continue
+        if k in _SHAPES and tuple(v.shape[1:]) != _SHAPES[k]:
+            problems.append(f"{k!r} has shape {list(v.shape)}, expected [N, {', '.join(map(str, _SHAPES[k]))}]"
+                            .replace(", ]", "]"))
+        if k == "features" and v.dim() != 2:
+            problems.append(f"'features' has shape {list(v.shape)}, expected [N, F]")
+        if n is not None and v.shape[0] != n:
+            problems.append(f"{k!r} has {v.shape[0]} rows but 'means' has {n}")
+        bad = int((~torch.isfinite(v)).sum())
+        if bad:
+            problems.append(f"{k!r}: {bad} of {v.numel()} values are not finite")
+    quats = params.get("quats")
+    if torch.is_tensor(quats) and quats.is_floating_point() and quats.dim() == 2:
+        zero = int((quats.norm(dim=-1) == 0).sum())
+        if zero:
+            problems.append(f"'quats': {zero} zero quaternions (no rotation)")
+    if n == 0:
+        problems.append("the map has no Gaussian")
+    meta = data.get("metadata")
+    if isinstance(meta, dict) and "gaussians" in meta and n is not None and meta["gaussians"] != n:
+        problems.append(f"metadata says {meta['gaussians']} Gaussians but 'means' has {n}")
+    fd = data.get("field")
+    if fd is not None:
+        if not isinstance(fd, dict) or not isinstance(fd.get("state"), dict):
+            problems.append("the language field has no decoder state")
+        else:
+            for k, v in fd["state"].items():
+                if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                    problems.append(f"language field {k!r}: {int((~torch.isfinite(v)).sum())} values are not finite")
+            feats = params.get("features")
+            if torch.is_tensor(feats) and feats.dim() == 2 and fd.get("feature_dim") != feats.shape[1]:
+                problems.append(f"latents have {feats.shape[1]} channels, the field expects {fd.get('feature_dim')}")
+    return problems
+
+
+def file_mode(configured: str = "") -> int:
+    """Permission bits of a new map file: ``configured`` (octal text such as "0640"), else 0666 minus
+    the process umask."""
+    if configured:
+        return int(configured, 8)
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask would, briefly, for every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
+_TEMP_OLD = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")  # before the writer's pid was in it
+
+
+def remove_stale_temp_files(directory: str | os.PathLike) -> List[Path]:
+    """Remove the temporary files of map writes in ``directory`` whose writing process is gone (a
+    kill during a save); returns the paths removed. Writes in progress in live processes are kept."""
+    d = Path(directory)
+    removed = []
+    try:
+        names = [p for p in d.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+    except OSError:  # no such folder yet: nothing to clean
+        return removed
+    for p in names:
+        m = _TEMP.match(p.name)
+        if m is not None:
+            pid = int(m["pid"])
+            if pid != os.getpid() and _alive(pid):
+                continue
+        elif _TEMP_OLD.match(p.name) is None:
+            continue
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError as e:
+            log.warning("could not remove the stale temporary file %s: %s", p, e)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -42,6 +42,10 @@ class Pipeline(Protocol):
     def stats(self) -> dict: ...
 
 
+class WorkerBusy(RuntimeError):
+    """A request refused at once because ``request_capacity`` requests already wait for the worker."""
+
+
 class FrameBuffer:
     """Bounded FIFO of frames; pushing into a full buffer drops the oldest frame and counts it."""
 
@@ -82,20 +86,28 @@ class Worker:
     """Runs ``pipeline`` on one thread: requests first, then frames, then idle work.
 
     ``pipeline_factory`` is called on the worker thread, so models are created where they are used.
+    ``request_capacity``: requests that may wait for the worker; one more is refused at once with
+    :class:`WorkerBusy` (a caller gets an answer, never an unbounded wait).
     """
 
     def __init__(self, pipeline_factory: Callable[[], Pipeline], buffer_size: int = 8,
-                 idle_sleep: float = 0.005, name: str = "gags-worker"):
+                 idle_sleep: float = 0.005, name: str = "gags-worker", request_capacity: int = 32):
+        if request_capacity < 1:
+            raise ValueError(f"request capacity must be >= 1, got {request_capacity}")
         self._factory = pipeline_factory
         self.frames = FrameBuffer(buffer_size)
         self._requests: collections.deque = collections.deque()
+        self._requests_lock = threading.Lock()
+        self.request_capacity = request_capacity
+        self.requests_refused = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._idle_sleep = idle_sleep
         self.pipeline: Optional[Pipeline] = None
         self.error: Optional[BaseException] = None
-        self.last_error: str = ""
+        self.last_error: str = ""  # the worker's own work (frames, background steps) that failed last
+        self.last_error_time = 0.0  # monotonic seconds of last_error
         self.busy_time = 0.0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -108,10 +120,22 @@ class Worker:
             raise RuntimeError(f"pipeline could not be created: {self.error}") from self.error
         return self
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop after the current step (a chunk of optimisation, a frame, a request); requests still
+        queued fail with RuntimeError. Returns False when the step outlasted ``timeout`` seconds:
+        the thread is a daemon, so a process that exits then abandons that step."""
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout)
+        self._fail_queued()
+        return not self._thread.is_alive()
+
+    def _fail_queued(self) -> None:
+        with self._requests_lock:
+            queued, self._requests = list(self._requests), collections.deque()
+        for _, fut in queued:
+            if fut.set_running_or_notify_cancel():
+                fut.set_exception(RuntimeError("the worker is shutting down"))
 
     @property
     def alive(self) -> bool:
@@ -123,12 +147,27 @@ class Worker:
         self._wake.set()
         return ok
 
-    def call_async(self, fn: Callable[[Pipeline], Any]) -> Future:
-        """Run ``fn(pipeline)`` on the worker between steps; the future holds its result or error."""
+    def call_async(self, fn: Callable[[Pipeline], Any], admit: bool = True) -> Future:
+        """Run ``fn(pipeline)`` on the worker between steps; the future holds its result or error.
+
+        With ``admit``, raises :class:`WorkerBusy` when ``request_capacity`` requests already wait
+        (internal bounded requests pass ``admit=False``)."""
         fut: Future = Future()
-        self._requests.append((fn, fut))
+        with self._requests_lock:
+            if self._stop.is_set():
+                raise RuntimeError("the worker is shutting down")
+            waiting = len(self._requests)
+            if admit and waiting >= self.request_capacity:
+                self.requests_refused += 1
+                raise WorkerBusy(f"busy: {waiting} requests are already waiting for the worker "
+                                 f"(capacity {self.request_capacity}); try again later")
+            self._requests.append((fn, fut))
         self._wake.set()
         return fut
+
+    @property
+    def requests_waiting(self) -> int:
+        return len(self._requests)
 
     def call(self, fn: Callable[[Pipeline], Any], timeout: Optional[float] = None) -> Any:
         return self.call_async(fn).result(timeout)
@@ -145,18 +184,19 @@ class Worker:
         self._ready.set()
         while not self._stop.is_set():
             did = False
-            while self._requests:
+            while self._requests and not self._stop.is_set():
                 fn, fut = self._requests.popleft()
                 if fut.set_running_or_notify_cancel():
                     t0 = time.perf_counter()
                     try:
                         fut.set_result(fn(self.pipeline))
-                    except BaseException as e:  # the caller sees it; the worker keeps running
+                    except BaseException as e:  # the caller is answered with it; not the worker's error
                         log.debug("request failed: %s", e)
-                        self.last_error = f"{type(e).__name__}: {e}"
                         fut.set_exception(e)
                     self.busy_time += time.perf_counter() - t0
                 did = True
+            if self._stop.is_set():
+                break
             t0 = time.perf_counter()
             owed = getattr(self.pipeline, "owes_work", None)
             frame = None if (owed is not None and owed()) else self.frames.pop()
@@ -165,16 +205,20 @@ class Worker:
                     self.pipeline.add_frame(frame)
                 except Exception as e:  # a bad frame must not stop mapping
                     log.exception("frame %s failed", frame.name)
-                    self.last_error = f"frame {frame.name}: {type(e).__name__}: {e}"
+                    self._note_error(f"frame {frame.name}: {type(e).__name__}: {e}")
                 did = True
             elif not self._requests:  # owed work first (frame was held back), else background work
                 try:
                     did = bool(self.pipeline.idle_step())
                 except Exception as e:
                     log.exception("background step failed")
-                    self.last_error = f"{type(e).__name__}: {e}"
+                    self._note_error(f"{type(e).__name__}: {e}")
                     did = False
             self.busy_time += time.perf_counter() - t0 if did else 0.0
             if not did:
                 self._wake.wait(self._idle_sleep if self.frames or self._requests else 0.1)
                 self._wake.clear()
+        self._fail_queued()
+
+    def _note_error(self, message: str) -> None:
+        self.last_error, self.last_error_time = message, time.monotonic()

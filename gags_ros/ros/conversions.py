@@ -18,6 +18,8 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from ..core.camera import pose_from_translation_quat, translation_quat_from_pose
+from ..core.config import LimitsConfig
+from ..core.plausibility import depth_in_range, intrinsics_problems, quaternion_problem
 from ..core.types import Intrinsics
 
 COLOR_ENCODINGS = {"rgb8": (3, False), "bgr8": (3, True), "rgba8": (4, False), "bgra8": (4, True),
@@ -79,11 +81,11 @@ def image_from_compressed(msg: CompressedImage) -> np.ndarray:
         raise InputError(f"cannot decode compressed image (format '{msg.format}'): {e}") from None
 
 
-def depth_from_msg(msg: Image) -> np.ndarray:
+def depth_from_msg(msg: Image, limits: Optional[LimitsConfig] = None) -> np.ndarray:
     """``[H, W]`` float32 metres from 16UC1 / mono16 (millimetres) or 32FC1 (metres).
 
-    Non-finite and non-positive values become 0 (= no measurement). An image without any valid
-    pixel is refused.
+    Non-finite and non-positive values, and values outside ``[limits.min_depth, limits.max_depth]``,
+    become 0 (= no measurement). An image without any valid pixel is refused.
     """
     enc = msg.encoding
     if enc in ("16UC1", "mono16"):
@@ -92,21 +94,29 @@ def depth_from_msg(msg: Image) -> np.ndarray:
         d = _rows(msg, 1, np.float32)[..., 0].astype(np.float32, copy=True)
     else:
         raise InputError(f"unsupported depth encoding '{enc}' (supported: {', '.join(DEPTH_ENCODINGS)})")
-    bad = ~np.isfinite(d) | (d <= 0)
-    if bad.all():
-        raise InputError("depth image has no finite positive value")
-    d[bad] = 0.0
-    return d
+    try:
+        return depth_in_range(d, limits or LimitsConfig())
+    except ValueError as e:
+        raise InputError(str(e)) from None
 
 
-def intrinsics_from_msg(msg: CameraInfo) -> Intrinsics:
-    """Pinhole intrinsics from CameraInfo.k (images are assumed rectified, as image_proc publishes)."""
+def intrinsics_from_msg(msg: CameraInfo, limits: Optional[LimitsConfig] = None) -> Intrinsics:
+    """Pinhole intrinsics from CameraInfo.k (images are assumed rectified, as image_proc publishes).
+    Every problem is named: a camera matrix that is not finite with fx, fy > 0, a zero size, a field
+    of view outside ``limits``."""
     K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    problems = []
     if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise InputError(f"CameraInfo has an invalid camera matrix k={[float(v) for v in msg.k]}")
+        problems.append(f"invalid camera matrix k={[float(v) for v in msg.k]} (needs finite values, fx > 0, fy > 0)")
     if msg.width == 0 or msg.height == 0:
-        raise InputError("CameraInfo has zero width or height")
-    return Intrinsics.from_K(K, int(msg.width), int(msg.height))
+        problems.append(f"zero width or height ({msg.width}x{msg.height})")
+    if problems:
+        raise InputError("CameraInfo has " + "; ".join(problems))
+    intr = Intrinsics.from_K(K, int(msg.width), int(msg.height))
+    problems = intrinsics_problems(intr, limits or LimitsConfig())
+    if problems:
+        raise InputError("CameraInfo implausible: " + "; ".join(problems))
+    return intr
 
 
 def camera_info_to_msg(intr: Intrinsics, header: Header) -> CameraInfo:
@@ -131,23 +141,30 @@ def image_to_msg(image: np.ndarray, header: Header, encoding: Optional[str] = No
     return msg
 
 
-def matrix_from_transform(t: Transform) -> np.ndarray:
-    q = [t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w]
-    p = [t.translation.x, t.translation.y, t.translation.z]
-    if not np.all(np.isfinite(q + p)):
-        raise InputError(f"transform has non-finite values: translation {p}, rotation {q}")
-    return pose_from_translation_quat(p, q, order="xyzw")
-
-
-def matrix_from_pose(p: Pose) -> np.ndarray:
-    q = [p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w]
-    t = [p.position.x, p.position.y, p.position.z]
-    if not np.all(np.isfinite(q + t)):
-        raise InputError(f"pose has non-finite values: position {t}, orientation {q}")
-    n = float(np.linalg.norm(q))
-    if abs(n - 1.0) > 1e-2:
-        raise InputError(f"pose orientation is not a unit quaternion (norm {n:.4f})")
+def _checked_matrix(what: str, t: Sequence[float], q: Sequence[float], tolerance: float) -> np.ndarray:
+    problems = []
+    if not np.all(np.isfinite(t)):
+        problems.append(f"non-finite translation {list(t)}")
+    why = quaternion_problem(q, tolerance)
+    if why:
+        problems.append(f"rotation {list(q)}: {why}")
+    if problems:
+        raise InputError(f"{what} refused: " + "; ".join(problems))
     return pose_from_translation_quat(t, q, order="xyzw")
+
+
+def matrix_from_transform(t: Transform, quaternion_tolerance: float = 0.01) -> np.ndarray:
+    """``[4, 4]`` T_parent_child; refused (as tf2 refuses it) unless finite with a unit quaternion
+    within ``quaternion_tolerance`` (tf2's rule, see :func:`~gags_ros.core.plausibility.quaternion_problem`)."""
+    return _checked_matrix("transform", [t.translation.x, t.translation.y, t.translation.z],
+                           [t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w], quaternion_tolerance)
+
+
+def matrix_from_pose(p: Pose, quaternion_tolerance: float = 0.01) -> np.ndarray:
+    """``[4, 4]`` pose; refused like :func:`matrix_from_transform`."""
+    return _checked_matrix("pose", [p.position.x, p.position.y, p.position.z],
+                           [p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w],
+                           quaternion_tolerance)
 
 
 def transform_from_matrix(T: np.ndarray) -> Transform:

@@ -8,6 +8,7 @@ optimisation steps (:mod:`gags_ros.core.worker`). No torch work runs in a callba
 from __future__ import annotations
 
 import math
+import os
 import sys
 import threading
 import time
@@ -17,6 +18,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -36,9 +38,10 @@ from ..core.frame_sync import FrameAssembler
 from ..core.paths import resolve_map_path
 from ..core.pipeline import GagsPipeline, NoMapError
 from ..core.query import check_query_text
+from ..core.rejections import RejectionLog
 from ..core.tf_buffer import TransformBuffer
 from ..core.types import PoseError
-from ..core.worker import Worker
+from ..core.worker import Worker, WorkerBusy
 from .conversions import (InputError, depth_from_msg, image_from_compressed, image_from_msg, intrinsics_from_msg,
                           labelled_markers, matrix_from_pose, matrix_from_transform, pointcloud2_to_msg, stamp_to_sec,
                           target_markers)
@@ -61,22 +64,41 @@ class MappingNode(Node):
         super().__init__(node_name, **kwargs)
         self.cfg = declare_config(self)
         factory = pipeline_factory or (lambda cfg: GagsPipeline(cfg))
-        self.worker = Worker(lambda: factory(self.cfg), buffer_size=self.cfg.ros.frame_buffer)
+
+        def start_pipeline():  # on the worker thread: torch is imported there, not before "ready"
+            from ..core.mapfile import remove_stale_temp_files
+
+            removed = remove_stale_temp_files(os.path.expanduser(self.cfg.save_dir))
+            if removed:
+                self.get_logger().info(f"removed {len(removed)} temporary file(s) left by an interrupted "
+                                       f"save: " + ", ".join(str(p) for p in removed))
+            return factory(self.cfg)
+
+        self.worker = Worker(start_pipeline, buffer_size=self.cfg.ros.frame_buffer,
+                             request_capacity=self.cfg.ros.request_queue)
         self.worker.start(wait=False)
-        self.frames_rejected = 0
+        self.rejections = RejectionLog()
         self.last_message = ""
+        self._last_message_time = -math.inf
         self._status_lock = threading.Lock()
         self._last_busy = (time.monotonic(), 0.0)
+        self._dropped_seen = (0, -math.inf)  # (frames dropped so far, monotonic time the count last grew)
 
         services = ReentrantCallbackGroup()
-        self.srv_query = self.create_service(Query, "gags/query", self._on_query, callback_group=services)
-        self.srv_save = self.create_service(SaveMap, "gags/save_map", self._on_save, callback_group=services)
-        self.srv_load = self.create_service(LoadMap, "gags/load_map", self._on_load, callback_group=services)
-        self.srv_reset = self.create_service(Trigger, "gags/reset_map", self._on_reset, callback_group=services)
-        self.srv_classify = self.create_service(ClassifyObjects, "gags/classify_objects", self._on_classify,
-                                                callback_group=services)
-        self.srv_retrieve = self.create_service(RetrieveObjects, "gags/retrieve_objects", self._on_retrieve,
-                                                callback_group=services)
+        # Reliable keep-last of ros.service_qos_depth: a burst of requests from every client is
+        # taken (and queued or refused as busy) instead of being overwritten in the DDS history.
+        qos = QoSProfile(depth=self.cfg.ros.service_qos_depth, history=HistoryPolicy.KEEP_LAST,
+                         reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+        def service(srv_type, name, cb):
+            return self.create_service(srv_type, name, cb, qos_profile=qos, callback_group=services)
+
+        self.srv_query = service(Query, "gags/query", self._on_query)
+        self.srv_save = service(SaveMap, "gags/save_map", self._on_save)
+        self.srv_load = service(LoadMap, "gags/load_map", self._on_load)
+        self.srv_reset = service(Trigger, "gags/reset_map", self._on_reset)
+        self.srv_classify = service(ClassifyObjects, "gags/classify_objects", self._on_classify)
+        self.srv_retrieve = service(RetrieveObjects, "gags/retrieve_objects", self._on_retrieve)
 
         self.pub_status = self.create_publisher(MappingStatus, self.cfg.ros.status_topic, 10)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -103,12 +125,15 @@ class MappingNode(Node):
         # their own); the shared frame-assembly state is under our lock either way.
         images = aux = ReentrantCallbackGroup()
         self.tf = TransformBuffer(cache_time=max(10.0, 20 * r.tf_timeout))
-        self.assembler = FrameAssembler(r, self.tf, max_pending=4 * r.frame_buffer)
+        self.assembler = FrameAssembler(r, self.tf, max_pending=4 * r.frame_buffer, limits=self.cfg.limits)
         self._lock = threading.Lock()
         self._throttle = {}
+        self.messages_lost = {}  # topic -> messages DDS reports lost before they reached a callback
+        self._lost_time = -math.inf
 
         def sub(t, topic, cb, qos=sensor, group=aux):
-            return self.create_subscription(t, topic, cb, qos, callback_group=group)
+            events = SubscriptionEventCallbacks(message_lost=lambda info, topic=topic: self._on_lost(topic, info))
+            return self.create_subscription(t, topic, cb, qos, callback_group=group, event_callbacks=events)
 
         self.subs = [sub(Image, r.image_topic, self._on_image, group=images),
                      sub(CameraInfo, r.camera_info_topic, self._on_info)]
@@ -130,16 +155,22 @@ class MappingNode(Node):
         self.callback_seconds = 0.0
         self.callback_count = 0
 
+    @property
+    def frames_rejected(self) -> int:
+        return self.rejections.total
+
+    def _on_lost(self, topic: str, info) -> None:
+        """DDS lost messages of ``topic`` before any callback saw them (QoS event)."""
+        self.messages_lost[topic] = self.messages_lost.get(topic, 0) + int(info.total_count_change)
+        self._lost_time = time.monotonic()
+        self.note(f"{info.total_count_change} message(s) on '{topic}' lost before the callbacks "
+                  f"({self.messages_lost[topic]} in all)", "warning", throttle_key="lost " + topic)
+
     def reject(self, what: str, reason: str) -> None:
-        """Count a refused input and log it, at most once per 5 s per reason kind."""
-        self.frames_rejected += 1
-        key = reason.split(":")[0][:40]
-        now = time.monotonic()
-        if now - self._throttle.get(key, -1e9) > 5.0:
-            self._throttle[key] = now
-            self.note(f"rejected {what}: {reason}", "warning")
-        else:
-            self.last_message = f"rejected {what}: {reason}"
+        """Count a refused input by its kind (first word of ``what``) and reason, log it at most once
+        per 5 s per kind of reason."""
+        self.rejections.add(what.split()[0] if what.strip() else "input", reason)
+        self.note(f"rejected {what}: {reason}", "warning", throttle_key=reason.split(":")[0][:40])
 
     def _offer(self, image, header: Header) -> None:
         t0 = time.perf_counter()
@@ -170,15 +201,17 @@ class MappingNode(Node):
 
     def _on_info(self, msg: CameraInfo) -> None:
         try:
-            intr = intrinsics_from_msg(msg)
+            intr = intrinsics_from_msg(msg, self.cfg.limits)
             with self._lock:
                 self.assembler.set_intrinsics(intr)
         except InputError as e:
+            with self._lock:
+                self.assembler.intrinsics_refused = str(e)
             self.reject("CameraInfo", str(e))
 
     def _on_depth(self, msg: Image) -> None:
         try:
-            depth = depth_from_msg(msg)
+            depth = depth_from_msg(msg, self.cfg.limits)
             with self._lock:
                 self.assembler.add_depth(depth, stamp_to_sec(msg.header.stamp))
         except InputError as e:
@@ -189,14 +222,15 @@ class MappingNode(Node):
             what = f"TF {t.header.frame_id} -> {t.child_frame_id}"
             try:
                 self.tf.set_transform(t.header.frame_id, t.child_frame_id, stamp_to_sec(t.header.stamp),
-                                      matrix_from_transform(t.transform), static=static)
+                                      matrix_from_transform(t.transform, self.cfg.limits.quaternion_tolerance),
+                                      static=static)
             except ValueError as e:
                 self.reject(what, str(e))
 
     def _on_pose(self, msg) -> None:
         pose = msg.pose.pose if isinstance(msg, Odometry) else msg.pose
         try:
-            T = matrix_from_pose(pose)
+            T = matrix_from_pose(pose, self.cfg.limits.quaternion_tolerance)
             with self._lock:
                 self.assembler.add_pose(T, stamp_to_sec(msg.header.stamp), msg.header.frame_id or None)
         except (InputError, PoseError, ValueError) as e:
@@ -214,10 +248,24 @@ class MappingNode(Node):
     def header(self) -> Header:
         return Header(stamp=self.get_clock().now().to_msg(), frame_id=self.cfg.ros.world_frame)
 
-    def note(self, message: str, level: str = "info") -> None:
-        """Log a message and keep it for the status topic."""
-        self.last_message = message
-        getattr(self.get_logger(), level)(message)
+    def note(self, message: str, level: str = "info", throttle_key: str = "") -> None:
+        """Log a message at ``level`` (info, warning or error) and keep it for the status topic (for
+        ``ros.message_expiry`` seconds). With ``throttle_key``, logged at most once per 5 s per key."""
+        now = time.monotonic()
+        self.last_message, self._last_message_time = message, now
+        if throttle_key:
+            if now - self._throttle.get(throttle_key, -math.inf) <= 5.0:
+                return
+            self._throttle[throttle_key] = now
+        log = self.get_logger()
+        # One call site per severity: rclpy keys its logging context by the calling line and raises
+        # "Logger severity cannot be changed between calls" when one line logs at two severities.
+        if level == "error":
+            log.error(message)
+        elif level == "warning":
+            log.warning(message)
+        else:
+            log.info(message)
 
     async def _worker_call(self, fn):
         """Run ``fn(pipeline)`` on the worker and await it without blocking the executor: service
@@ -241,6 +289,8 @@ class MappingNode(Node):
         own message, any other "<what> failed: <type>: <error>" (logged). The node keeps running."""
         try:
             return True, await self._worker_call(fn)
+        except WorkerBusy as e:
+            response.success, response.message = False, str(e)
         except expected as e:
             response.success, response.message = False, str(e)
         except Exception as e:
@@ -329,7 +379,11 @@ class MappingNode(Node):
         if self._cloud_pending or self.worker.pipeline is None:
             return
         self._cloud_pending = True
-        fut = self.worker.call_async(lambda p: p.cloud(self.cfg.ros.cloud_max_points))
+        try:  # at most one pending (_cloud_pending): not counted against the request queue
+            fut = self.worker.call_async(lambda p: p.cloud(self.cfg.ros.cloud_max_points), admit=False)
+        except RuntimeError:  # shutting down
+            self._cloud_pending = False
+            return
 
         def done(f):
             self._cloud_pending = False
@@ -375,6 +429,16 @@ class MappingNode(Node):
         return response
 
     # ---- status -----------------------------------------------------------------------------
+    def current_message(self) -> str:
+        """What status.message shows: a start-up failure (for good), else the newest worker error or
+        node event of the last ``ros.message_expiry`` seconds, else that there was none."""
+        if self.worker.error is not None:
+            return f"the pipeline failed to start: {self.worker.error}"
+        now, expiry = time.monotonic(), self.cfg.ros.message_expiry
+        fresh = [(t, m) for t, m in ((self.worker.last_error_time, self.worker.last_error),
+                                     (self._last_message_time, self.last_message)) if m and now - t <= expiry]
+        return max(fresh)[1] if fresh else f"no errors or rejections in the last {expiry:g} s"
+
     def status_msg(self) -> MappingStatus:
         s = self.worker.pipeline.stats() if self.worker.pipeline is not None else {}
         now = time.monotonic()
@@ -384,8 +448,10 @@ class MappingNode(Node):
         state = s.get("state", "starting")
         if self.worker.error is not None:
             state = "error"
-        msg = MappingStatus(header=self.header(), state=state,
-                            message=str(self.worker.error or self.worker.last_error or self.last_message),
+        dropped = self.worker.frames.dropped + self.assembler.dropped_waiting
+        if dropped > self._dropped_seen[0]:
+            self._dropped_seen = (dropped, now)
+        msg = MappingStatus(header=self.header(), state=state, message=self.current_message(),
                             keyframes=int(s.get("keyframes", 0)), gaussians=int(s.get("gaussians", 0)),
                             mapping_steps=int(s.get("mapping_steps", 0)),
                             language_steps=int(s.get("language_steps", 0)),
@@ -393,7 +459,7 @@ class MappingNode(Node):
                             loss_rgb=float(s.get("loss_rgb", float("nan"))),
                             loss_language=float(s.get("loss_language", float("nan"))),
                             frames_received=self.callback_count,
-                            frames_dropped=self.worker.frames.dropped + self.assembler.dropped_waiting,
+                            frames_dropped=dropped,
                             frames_rejected=self.frames_rejected,
                             queue_length=len(self.worker.frames),
                             worker_load=float(min(max(load, 0.0), 1.0)))
@@ -405,11 +471,23 @@ class MappingNode(Node):
         self.pub_diag.publish(self.diagnostics(msg))
 
     def diagnostics(self, s: MappingStatus) -> DiagnosticArray:
+        """OK, or WARN while rejections, drops or losses happened within ``ros.message_expiry`` s (old
+        ones expire; their counts stay in the values), ERROR when the pipeline failed to start."""
+        expiry = self.cfg.ros.message_expiry
+        now = time.monotonic()
+        recent = self.rejections.recent(expiry)
         level = DiagnosticStatus.OK
         summary = f"{s.state}: {s.keyframes} keyframes, {s.gaussians} Gaussians"
-        if s.frames_rejected or s.frames_dropped:
+        problems = []
+        if recent:
+            problems.append("rejected " + ", ".join(sorted(recent)))
+        if now - self._dropped_seen[1] <= expiry:
+            problems.append(f"{s.frames_dropped} frames dropped")
+        if now - self._lost_time <= expiry:
+            problems.append(f"{sum(self.messages_lost.values())} messages lost before the callbacks")
+        if problems:
             level = DiagnosticStatus.WARN
-            summary += f"; {s.frames_rejected} frames rejected, {s.frames_dropped} dropped"
+            summary += f"; in the last {expiry:g} s: " + "; ".join(problems)
         if s.state == "error":
             level, summary = DiagnosticStatus.ERROR, f"error: {s.message}"
         values = {"keyframes": s.keyframes, "gaussians": s.gaussians, "mapping_steps": s.mapping_steps,
@@ -418,41 +496,60 @@ class MappingNode(Node):
                   "frames_waiting_for_pose": self.assembler.waiting, "queue_length": s.queue_length,
                   "frames_skipped_by_rate": (self.worker.pipeline.stats().get("frames_skipped", 0)
                                              if self.worker.pipeline is not None else 0),
+                  "requests_waiting": self.worker.requests_waiting,
+                  "requests_refused_busy": self.worker.requests_refused,
                   "worker_load": f"{s.worker_load:.2f}", "last_message": s.message,
                   "callback_ms_mean": f"{1e3 * self.callback_seconds / max(self.callback_count, 1):.2f}"}
+        values.update({f"messages_lost_before_callbacks {t}": n for t, n in self.messages_lost.items()})
+        values.update({f"last_rejection {k}": f"{r} ({age:.0f} s ago)" for k, (r, age) in sorted(recent.items())})
+        values.update({f"rejections {k}": n for k, n in sorted(self.rejections.by_kind.items())})
+        values.update({f"rejection_reason {k}": n for k, n in sorted(self.rejections.by_reason.items())})
         timings = self.worker.pipeline.stats().get("timings", {}) if self.worker.pipeline is not None else {}
         values.update({k: f"{v:.3f}" for k, v in timings.items()})
         st = DiagnosticStatus(level=level, name="gags_ros: mapping", message=summary, hardware_id=self.get_name(),
                               values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
         return DiagnosticArray(header=s.header, status=[st])
 
-    def destroy_node(self):
+    def destroy_node(self) -> bool:
+        """Stop the worker (waiting at most ``ros.shutdown_timeout`` s for its current step) and the
+        node. Returns False when the worker's step was still running: the caller should then exit
+        the process, which abandons it (the worker thread is a daemon)."""
+        stopped = True
         if hasattr(self, "worker"):  # absent when the configuration was refused in __init__
-            self.worker.stop()
-        return super().destroy_node()
+            stopped = self.worker.stop(self.cfg.ros.shutdown_timeout)
+        super().destroy_node()
+        return stopped
 
 
 def main(args=None) -> int:
+    """Run the node until SIGINT / SIGTERM / shutdown; exits within about ``ros.shutdown_timeout``
+    seconds of it even while the worker is in a long step (a teacher call, a save): that step is
+    abandoned (a save's temporary file is removed at the next start)."""
     ensure_profile_env()
     rclpy.init(args=args)
+    node, stopped, code = None, True, 0
     try:
         node = MappingNode()
+        # One thread: rclpy's MultiThreadedExecutor busy-waits on messages whose group is occupied
+        # (measured: 5 % of 640x480 images at 30 Hz lost, TF seconds late); services are coroutines.
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
     except ConfigError as e:
         print(f"gags_mapping: invalid configuration: {e}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    # One thread: rclpy's MultiThreadedExecutor busy-waits on messages whose group is occupied
-    # (measured: 5 % of 640x480 images at 30 Hz lost, TF seconds late); services are coroutines.
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
+        code = 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.destroy_node()
+        if node is not None:
+            stopped = node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    if not stopped:
+        print("gags_mapping: abandoned the worker's unfinished step to shut down in time", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # a daemon thread inside a long torch call could delay a normal exit
+    return code
 
 
 if __name__ == "__main__":

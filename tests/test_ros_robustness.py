@@ -1,0 +1,161 @@
+"""Issue 15 on a real node: logging at every severity never raises, the status shows current state
+and recent rejections only, and a burst of 100 concurrent queries from 5 processes is answered in
+full (each a result or a refusal)."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rosutil import ROOT, stop
+from test_ros_inputs import RecordingPipeline
+
+pytestmark = pytest.mark.ros
+
+
+@pytest.fixture
+def node(rclpy_context):
+    from rclpy.parameter import Parameter
+
+    from gags_ros.ros.mapping_node import MappingNode
+
+    n = MappingNode(lambda cfg: RecordingPipeline(), context=rclpy_context, parameter_overrides=[
+        Parameter("device", value="cpu"), Parameter("ros.message_expiry", value=0.5)])
+    n.worker.start(wait=True) if not n.worker.alive else None
+    yield n
+    n.destroy_node()
+
+
+def bad_camera_info():
+    from gags_ros.core.types import Intrinsics
+    from gags_ros.ros.conversions import camera_info_to_msg
+    from std_msgs.msg import Header
+
+    return camera_info_to_msg(Intrinsics(1e-3, 1e-3, 320, 240, 640, 480), Header(frame_id="cam"))
+
+
+def test_rejections_then_events_at_other_severities_do_not_raise(node):
+    """rclpy raised "Logger severity cannot be changed between calls" out of the executor when one
+    line of note() logged a rejected frame (WARN) and then a save / load / reset (INFO / ERROR)."""
+    node.reject("image 1.000", "unsupported colour encoding 'yuv422'")
+    node.note("map saved to /tmp/x.gags", "info")
+    node.note("load failed: no map file", "error")
+    node.note("map reset", "info")
+    node.reject("image 2.000", "image is 32x24 but CameraInfo says 64x48")
+    node.note("load failed: again", "error")
+    assert node.last_message == "load failed: again"
+
+
+def test_status_names_recent_rejections_per_kind_and_forgets_old_ones(node):
+    node._on_info(bad_camera_info())
+    s = node.status_msg()
+    assert s.frames_rejected == 1 and "horizontal field of view 180 deg" in s.message
+    d = {kv.key: kv.value for kv in node.diagnostics(s).status[0].values}
+    st = node.diagnostics(s).status[0]
+    assert st.level == st.WARN and "rejected CameraInfo" in st.message
+    assert "horizontal field of view" in d["last_rejection CameraInfo"] and d["rejections CameraInfo"] == "1"
+    reasons = [k for k in d if k.startswith("rejection_reason ")]
+    assert len(reasons) == 2 and "horizontal field of view" in reasons[0] and "vertical" in reasons[1]  # each check
+    assert "outside [limits.min_fov, limits.max_fov] = [...] deg" in reasons[0]
+    time.sleep(0.6)                                       # ros.message_expiry = 0.5 s
+    s = node.status_msg()
+    st = node.diagnostics(s).status[0]
+    d = {kv.key: kv.value for kv in st.values}
+    assert s.message == "no errors or rejections in the last 0.5 s" and st.level == st.OK
+    assert "last_rejection CameraInfo" not in d and d["rejections CameraInfo"] == "1" and s.frames_rejected == 1
+
+
+def test_a_failed_request_does_not_stick_in_the_status(node):
+    """After one query before any map, status.message kept "NoMapError: no map yet" for good."""
+    from gags_ros.core.pipeline import NoMapError
+
+    def no_map(p):
+        raise NoMapError("no map yet: no keyframe has been mapped")
+
+    with pytest.raises(NoMapError):
+        node.worker.call(no_map, timeout=5)
+    assert "NoMapError" not in node.status_msg().message
+
+
+def test_messages_lost_before_the_callbacks_are_counted(node):
+    class Info:
+        total_count, total_count_change = 3, 3
+
+    node._on_lost("camera/image_raw", Info())
+    s = node.status_msg()
+    st = node.diagnostics(s).status[0]
+    d = {kv.key: kv.value for kv in st.values}
+    assert d["messages_lost_before_callbacks camera/image_raw"] == "3" and st.level == st.WARN
+    assert "3 messages lost before the callbacks" in st.message
+
+
+BURST = """
+import json, sys, time
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from gags_ros.ros.client import service_qos, wait_until_served
+from gags_ros.srv import Query
+
+n, bound = int(sys.argv[1]), float(sys.argv[2])
+rclpy.init()
+node = Node("burst_client")
+client = node.create_client(Query, "gags/query", qos_profile=service_qos(n))
+ex = SingleThreadedExecutor()
+ex.add_node(node)
+wait_until_served(node, client, Query.Request(text=""), timeout=60, executor=ex)
+print("READY", flush=True)
+sys.stdin.readline()  # "go": every client fires at once
+t0 = time.monotonic()
+futs = [client.call_async(Query.Request(text=f"the red mug {i}")) for i in range(n)]
+while not all(f.done() for f in futs) and time.monotonic() - t0 < bound:
+    ex.spin_once(timeout_sec=0.05)
+done = [f.result() for f in futs if f.done()]
+print(json.dumps({"answered": len(done), "seconds": time.monotonic() - t0,
+                  "messages": [r.message for r in done]}), flush=True)
+"""
+
+
+def test_100_concurrent_queries_from_5_processes_are_all_answered(ros_env, tmp_path):
+    """Before: services used keep-last 10 and 30 concurrent calls from 3 processes got 10-11 answers.
+    Bound: every answer within 20 s of the burst. A small request queue (4) makes the node refuse
+    part of the burst as busy: refused at once, never left unanswered."""
+    from gags_ros.ros.launcher import start
+    from gags_ros.ros.launch_spec import mapping_nodes
+
+    (proc,) = start(mapping_nodes(ROOT / "config" / "mapping.yaml", {"device": "cpu", "ros.request_queue": 4}),
+                    env=ros_env)
+    script = tmp_path / "burst.py"
+    script.write_text(BURST)
+    clients = [subprocess.Popen([sys.executable, str(script), "20", "20"], cwd=ROOT, env=ros_env, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+               for _ in range(5)]
+    try:
+        for c in clients:
+            line = c.stdout.readline()
+            while line and not line.startswith("READY"):
+                line = c.stdout.readline()
+            assert line.startswith("READY"), f"client exited: {c.wait()}"
+        for c in clients:
+            c.stdin.write("go\n")
+            c.stdin.flush()
+        results = []
+        for c in clients:
+            out, _ = c.communicate(timeout=60)
+            lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+            assert c.returncode == 0 and lines, out
+            results.append(json.loads(lines[-1]))
+        assert proc.poll() is None
+    finally:
+        for c in clients:
+            if c.poll() is None:
+                c.kill()
+        stop(proc)
+    assert [r["answered"] for r in results] == [20] * 5, results
+    messages = [m for r in results for m in r["messages"]]
+    assert all(m.startswith("no map yet") or m.startswith("busy:") for m in messages), set(messages)
+    assert max(r["seconds"] for r in results) < 20
+    print("burst answered in", [round(r["seconds"], 2) for r in results], "s;",
+          sum(m.startswith("busy:") for m in messages), "busy refusals")
