@@ -226,7 +226,8 @@ def test_node_confines_save_and_load_and_keeps_file_parameters_read_only(ros_env
         env = dict(ros_env, AMENT_PREFIX_PATH=os.environ.get("VIRTUAL_ENV", str(Path(os.sys.executable).parent.parent)))
         ros2 = str(Path(os.sys.executable).parent / "ros2")
         for name, value in [("save_dir", "/tmp"), ("allow_any_path", "true"), ("device", "cuda"),
-                            ("teacher.sam_checkpoint", "/tmp/x.pth"), ("clipgs.encoder_path", "/tmp/e.pt")]:
+                            ("teacher.sam_checkpoint", "/tmp/x.pth"), ("clipgs.encoder_path", "/tmp/e.pt"),
+                            ("ros.map_file_mode", "0777")]:
             out = subprocess.run([ros2, "param", "set", "--no-daemon", "--spin-time", "5", "/gags_mapping",
                                   name, value], env=env,
                                  capture_output=True, text=True, timeout=60)
