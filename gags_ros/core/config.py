@@ -271,7 +271,7 @@ class RosConfig:
     shutdown_timeout: float = param(1.0, "On shutdown, how long the worker's current step may take to "
                                     "finish before it is abandoned", unit="s", lo=0.0, hi=60.0)
     map_file_mode: str = param("", "Permission bits of saved map files in octal (e.g. 0640); empty = "
-                               "0666 minus the process umask (0644 under the usual umask 022)")
+                               "0666 minus the process umask (0644 under the usual umask 022)", read_only=True)
 
 
 @dataclass
@@ -304,7 +304,12 @@ class GagsConfig:
                         read_only=True)
     seed: int = param(0, "Seed of every random choice (prompt sampling, window sampling, init)",
                       lo=0, hi=2**31 - 1, read_only=True)
-    save_dir: str = param("~/.ros/gags_maps", "Folder of maps saved without an explicit path")
+    save_dir: str = param("~/.ros/gags_maps", "The map folder: gags/save_map and gags/load_map read and write "
+                          "only files inside it (a relative name means inside it; see allow_any_path)",
+                          read_only=True)
+    allow_any_path: bool = param(False, "Let gags/save_map and gags/load_map name any file the node's user "
+                                 "may write or read, not only files inside save_dir: for trusted set-ups "
+                                 "only (docs/security.md)", read_only=True)
     cpu_threads: int = param(0, "Torch CPU threads of the worker; 0 = torch's default (all cores)",
                              unit="threads", lo=0, hi=1024, read_only=True)
     mapping: MappingConfig = field(default_factory=MappingConfig)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
 import numpy as np
 
 from .config import GagsConfig
+from .paths import default_map_name, map_dir
 from .types import Frame
 
 log = logging.getLogger("gags_ros.pipeline")
@@ -340,8 +340,7 @@ class GagsPipeline:
         if self.mapper is None or len(self.mapper.gaussians) == 0:
             raise NoMapError("nothing to save: the map is empty")
         if path is None:
-            d = Path(os.path.expanduser(self.cfg.save_dir))
-            path = str(d / time.strftime("map_%Y%m%d_%H%M%S.gags"))
+            path = str(map_dir(self.cfg.save_dir) / default_map_name())
         with self.mapper.lock:
             field = self.distiller.field if self._has_language else None
             extra = {"keyframe_poses": [kf.T_world_cam for kf in self.mapper.keyframes],

@@ -38,6 +38,7 @@ from gags_ros.srv import ClassifyObjects, LoadMap, Query, RetrieveObjects, SaveM
 from ..core.config import ConfigError, GagsConfig
 from ..core.files import remove_stale_temp_files
 from ..core.frame_sync import FrameAssembler
+from ..core.paths import resolve_map_path
 from ..core.pipeline import GagsPipeline, NoMapError
 from ..core.query import check_query_text
 from ..core.rejections import RejectionLog
@@ -389,9 +390,15 @@ class MappingNode(Node):
 
         fut.add_done_callback(done)
 
+    def _map_path(self, requested: str, for_write: bool) -> str:
+        """The confined file a save / load request names (:class:`PathRefused` otherwise)."""
+        return str(resolve_map_path(requested, self.cfg.save_dir, for_write=for_write,
+                                    allow_any_path=self.cfg.allow_any_path))
+
     async def _on_save(self, request: SaveMap.Request, response: SaveMap.Response) -> SaveMap.Response:
         try:
-            response.path = str(await self._worker_call(lambda p: p.save(request.path or None)))
+            path = self._map_path(request.path, for_write=True)
+            response.path = str(await self._worker_call(lambda p: p.save(path)))
             response.success, response.message = True, f"map saved to {response.path}"
         except Exception as e:
             response.success, response.message = False, f"save failed: {e}"
@@ -400,8 +407,9 @@ class MappingNode(Node):
 
     async def _on_load(self, request: LoadMap.Request, response: LoadMap.Response) -> LoadMap.Response:
         try:
-            response.gaussians = int(await self._worker_call(lambda p: p.load(request.path)))
-            response.success, response.message = True, f"loaded {request.path}"
+            path = self._map_path(request.path, for_write=False)
+            response.gaussians = int(await self._worker_call(lambda p: p.load(path)))
+            response.success, response.message = True, f"loaded {path}"
         except Exception as e:
             response.success, response.message = False, f"load failed: {e}"
         self.note(response.message, "info" if response.success else "error")

@@ -13,7 +13,9 @@ dimension (384 for MiniLM) and L2-normalised.
 
 Save format (:func:`save_encoder`): ``torch.save`` of
 ``{"format": "gags_ros.clipgs", "version": 1, "config": {...}, "state": state_dict, "meta": {...}}``,
-written to a temporary file and renamed, so a crash never leaves half a file.
+written to a temporary file and renamed, so a crash never leaves half a file. Read back
+weights-only (no code runs from a file); ``python -m gags_ros.core.clipgs.encoder --convert OLD NEW``
+rewrites files of older versions whose metadata held numpy numbers.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -33,7 +36,7 @@ from .objects import ATTR_DIM, ObjectGaussians, attributes, canonicalize
 from .tokenizer import ORDERS, GSTokenizer
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ClipGSConfig", "ClipGSEncoder", "save_encoder", "load_encoder",
-           "load_image_tower"]
+           "load_image_tower", "convert"]
 
 FORMAT = "gags_ros.clipgs"
 FORMAT_VERSION = 1
@@ -158,34 +161,83 @@ class ClipGSEncoder(nn.Module):
         return torch.cat(out) if out else torch.zeros(0, self.cfg.embed_dim, device=self.device)
 
 
-def save_encoder(path: str | Path, encoder: ClipGSEncoder, meta: Optional[dict] = None,
-                 image_tower: Optional[nn.Module] = None) -> Path:
-    """Write ``encoder`` (config + weights + ``meta``) atomically to ``path``; with ``image_tower``
-    (:class:`.views.ImageTower`) its config and weights go in the same file (render-and-embed)."""
-    path = Path(path)
+def _plain(x):
+    """``x`` with numpy scalars and arrays as Python numbers and lists, tuples as lists: what
+    weights-only loading reads back without allowing any extra type."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if hasattr(x, "tolist") and not isinstance(x, torch.Tensor):   # numpy scalar or array
+        return x.tolist()
+    return x
+
+
+def _write(path: Path, blob: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    blob = {"format": FORMAT, "version": FORMAT_VERSION, "config": dataclasses.asdict(encoder.cfg),
-            "state": {k: v.detach().cpu() for k, v in encoder.state_dict().items()}, "meta": dict(meta or {})}
-    if image_tower is not None:
-        blob["image_tower"] = {"config": image_tower.config(),
-                               "state": {k: v.detach().cpu() for k, v in image_tower.state_dict().items()}}
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     torch.save(blob, tmp)
     os.replace(tmp, path)
     return path
 
 
-def _read(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"no CLIP-GS encoder at {path}; train one with "
-                                f"`python -m gags_ros.core.clipgs.train --out {path}`")
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+def save_encoder(path: str | Path, encoder: ClipGSEncoder, meta: Optional[dict] = None,
+                 image_tower: Optional[nn.Module] = None) -> Path:
+    """Write ``encoder`` (config + weights + ``meta``) atomically to ``path``; with ``image_tower``
+    (:class:`.views.ImageTower`) its config and weights go in the same file (render-and-embed).
+    ``meta`` holds plain data (numpy values are stored as Python numbers and lists)."""
+    blob = {"format": FORMAT, "version": FORMAT_VERSION, "config": _plain(dataclasses.asdict(encoder.cfg)),
+            "state": {k: v.detach().cpu() for k, v in encoder.state_dict().items()}, "meta": _plain(meta or {})}
+    if image_tower is not None:
+        blob["image_tower"] = {"config": _plain(image_tower.config()),
+                               "state": {k: v.detach().cpu() for k, v in image_tower.state_dict().items()}}
+    return _write(Path(path), blob)
+
+
+def _check(path: Path, blob) -> dict:
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path} is not a CLIP-GS encoder file (format {blob.get('format') if isinstance(blob, dict) else type(blob).__name__!r})")
     if blob.get("version") != FORMAT_VERSION:
         raise ValueError(f"{path}: CLIP-GS format version {blob.get('version')} is not supported "
                          f"(this code reads version {FORMAT_VERSION})")
     return blob
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"no CLIP-GS encoder at {path}; train one with "
+                                f"`python -m gags_ros.core.clipgs.train --out {path}`")
+    # Weights only: a crafted file must not run code as the robot's user (docs/security.md).
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path} holds more than weights and plain data, so it is not loaded (it could run "
+                         f"code). Encoder files written before gags_ros read them weights-only keep numpy "
+                         f"numbers in their metadata: convert such a file once, if you trust where it came "
+                         f"from, with `python -m gags_ros.core.clipgs.encoder --convert {path} NEW_PATH` "
+                         f"({str(e).splitlines()[0]})") from None
+    return _check(path, blob)
+
+
+def convert(src: str | Path, dst: str | Path) -> Path:
+    """Rewrite an encoder file of the same format whose ``meta`` holds numpy scalars or arrays (as
+    written before weights-only loading) into one that loads weights-only; returns ``dst``.
+
+    Still weights-only: only numpy's scalar and array types are allowed in addition, so a file with
+    any other object (code) is refused with ValueError and nothing is written.
+    """
+    import numpy as np
+
+    src, dst = Path(src), Path(dst)
+    allowed = [np.dtype, np.ndarray, np._core.multiarray.scalar, np._core.multiarray._reconstruct]
+    allowed += [type(np.dtype(t)) for t in (np.float64, np.float32, np.float16, np.int64, np.int32, np.bool_)]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            blob = torch.load(src, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{src} holds not only weights and numpy data; refused ({str(e).splitlines()[0]})") from None
+    blob = _check(src, blob)
+    return _write(dst, {k: (v if k == "state" else _plain(v)) for k, v in blob.items()})
 
 
 def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> Tuple[ClipGSEncoder, dict]:
@@ -214,3 +266,23 @@ def load_image_tower(path: str | Path, device: str | torch.device = "cpu"):
     for p in tower.parameters():
         p.requires_grad_(False)
     return tower.to(device).eval()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m gags_ros.core.clipgs.encoder",
+                                 description="Convert a CLIP-GS encoder file whose metadata holds numpy "
+                                             "numbers into one that loads weights-only.")
+    ap.add_argument("--convert", nargs=2, metavar=("OLD", "NEW"), required=True)
+    args = ap.parse_args(argv)
+    try:
+        print(f"wrote {convert(*args.convert)}")
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
