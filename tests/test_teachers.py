@@ -140,8 +140,8 @@ def test_clip_embeddings_and_text_cache(tiny_clip):
 def test_sam_levels_are_ordered_by_area(tiny_sam):
     cfg = GagsConfig().teacher
     seg = SamSegmenter(tiny_sam, cfg, "cpu")
-    x = seg.transform.apply_image_torch(torch.rand(1, 3, 48, 64) * 255)
-    emb = tiny_sam.image_encoder(tiny_sam.preprocess(x))
+    x, _ = seg.encoder_input(torch.rand(1, 3, 48, 64) * 255)
+    emb = tiny_sam.image_encoder(x)
     pts = torch.rand(20, 2) * torch.tensor([64.0, 48.0])
     low, iou = seg._decode(emb, tiny_sam.prompt_encoder.get_dense_pe(), pts, (48, 64))
     assert low.shape[:2] == (20, 3) and iou.shape == (20, 3)
@@ -165,6 +165,90 @@ def test_sam_segment_shapes_and_working_size(tiny_sam):
     assert set(seg.timings) == {"image_encoder", "decoder", "filtering_nms"}
     none = seg.segment(fr, np.zeros((0, 2)))
     assert all(lv.masks.shape == (0, 64, 85) for lv in none)
+
+
+class RecordingEncoder(torch.nn.Module):
+    """SAM's image encoder interface: records its input, returns a constant embedding."""
+
+    def __init__(self, img_size=1024):
+        super().__init__()
+        self.img_size, self.seen = img_size, None
+
+    def forward(self, x):
+        self.seen = x.clone()
+        return torch.zeros(1, 1, self.img_size // 16, self.img_size // 16)
+
+
+class CoordPromptEncoder(torch.nn.Module):
+    """SAM's prompt encoder interface: the sparse embedding is the point itself, in continuous
+    coordinates of SAM's input frame (+0.5: SAM's prompt encoder takes points as pixel indices)."""
+
+    def get_dense_pe(self):
+        return torch.zeros(1, 1, 64, 64)
+
+    def forward(self, points, boxes, masks):
+        coords, _ = points
+        return coords + 0.5, torch.zeros(coords.shape[0], 1, 64, 64)
+
+
+class DiscDecoder(torch.nn.Module):
+    """SAM's mask decoder interface: three discs (radius 20, 40, 80 px of SAM's input frame) around
+    each prompt, as signed-distance logits on SAM's low-res grid (pixel j covers [4j, 4j + 4))."""
+
+    def __init__(self, img_size=1024):
+        super().__init__()
+        self.img_size = img_size
+
+    def forward(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
+                multimask_output):
+        n = self.img_size // 4
+        c = (torch.arange(n) * 4 + 2.0)
+        p = sparse_prompt_embeddings[:, 0]  # [B, 2] (x, y)
+        d = torch.hypot(c[None, None, :] - p[:, 0, None, None], c[None, :, None] - p[:, 1, None, None])
+        low = torch.stack([r - d for r in (20.0, 40.0, 80.0)], 1)
+        return low, torch.ones(low.shape[0], 3)
+
+
+@pytest.mark.parametrize("w,h", [(640, 480), (1280, 720), (1920, 1080), (800, 800)])
+def test_sam_sees_the_whole_image_and_masks_land_on_their_prompts(w, h):
+    """The encoder sees the frame at its own aspect, longest side 1024, zero-padded; a prompt's
+    masks are centred on the prompted frame pixel (SAM's own preprocess / postprocess run)."""
+    from segment_anything.modeling import Sam
+
+    sam = Sam(RecordingEncoder(), CoordPromptEncoder(), DiscDecoder()).eval()
+    cfg = GagsConfig().teacher
+    cfg.pred_iou_thresh = cfg.stability_score_thresh = cfg.mask_nms_score = 0.0
+    cfg.max_image_height = 1080
+    seg = SamSegmenter(sam, cfg, "cpu")
+    # Red encodes the column, green the row, as fractions of the frame's width / height.
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([(xx + 0.5) / w * 255, (yy + 0.5) / h * 255, np.full_like(xx, 128.0)], -1).astype(np.float32)
+    fr = Frame(img, np.eye(4), Intrinsics(500.0, 500.0, w / 2, h / 2, w, h))
+    prompts = [(w * 0.5, h * 0.5), (w * 0.1, h * 0.15), (w * 0.9, h * 0.85), (w * 0.2, h * 0.8)]
+    judged = 0
+    for k, (px, py) in enumerate(prompts):
+        levels = seg.segment(fr, np.array([[px, py]]))
+        if k == 0:
+            ih, iw = round(h * 1024 / max(h, w)), round(w * 1024 / max(h, w))
+            x = sam.image_encoder.seen[0]
+            assert x.shape == (3, 1024, 1024)
+            content = (x != 0).any(0)  # blue 128 is never 0 after normalisation; the padding is 0
+            rows, cols = torch.nonzero(content, as_tuple=True)
+            assert (int(rows.max()) + 1, int(cols.max()) + 1) == (ih, iw) and bool(content[:ih, :iw].all())
+            seen = x * sam.pixel_std + sam.pixel_mean  # undo SAM's normalisation
+            # Row v / column u of SAM's input show frame row v * h / ih / column u * w / iw.
+            v, u = torch.arange(ih, dtype=torch.float32), torch.arange(iw, dtype=torch.float32)
+            assert torch.allclose(seen[1, :ih, 0] / 255, (v + 0.5) / ih, atol=2 / ih + 1e-3)
+            assert torch.allclose(seen[0, 0, :iw] / 255, (u + 0.5) / iw, atol=2 / iw + 1e-3)
+        for lv in levels:
+            assert lv.masks.shape == (1, h, w)
+            ys, xs = torch.nonzero(lv.masks[0], as_tuple=True)
+            # Masks clipped by the frame border are not round: judge the unclipped ones only.
+            if int(ys.min()) > 0 and int(xs.min()) > 0 and int(ys.max()) < h - 1 and int(xs.max()) < w - 1:
+                cy, cx = ys.float().mean() + 0.5, xs.float().mean() + 0.5  # pixel i covers [i, i + 1)
+                assert abs(float(cx) - px) <= 2 and abs(float(cy) - py) <= 2, (k, float(cx), float(cy))
+                judged += 1
+    assert judged >= 2 * len(prompts)
 
 
 class FixedSegmenter:

@@ -153,12 +153,9 @@ class SamSegmenter:
     """
 
     def __init__(self, sam, cfg, device: str | torch.device):
-        from segment_anything.utils.transforms import ResizeLongestSide
-
         self.sam = sam
         self.cfg = cfg
         self.device = torch.device(device)
-        self.transform = ResizeLongestSide(sam.image_encoder.img_size)
         self.autocast = self.device.type == "cuda" and cfg.half_precision
         self.timings: dict = {}
         self.stats: dict = {}
@@ -167,6 +164,23 @@ class SamSegmenter:
     def from_config(cls, cfg, device: str | torch.device) -> "SamSegmenter":
         """``cfg``: TeacherConfig (``sam_model``, ``sam_checkpoint``)."""
         return cls(load_sam(cfg.sam_model, cfg.sam_checkpoint, device), cfg, device)
+
+    def input_size(self, height: int, width: int):
+        """(h, w) of an image of ``height`` x ``width`` inside SAM's square input: longest side
+        ``img_size``, the image's own aspect (SAM's ``ResizeLongestSide.get_preprocess_shape``)."""
+        scale = self.sam.image_encoder.img_size / max(height, width)
+        return int(height * scale + 0.5), int(width * scale + 0.5)
+
+    def encoder_input(self, image: torch.Tensor):
+        """``([1, 3, S, S], (h, w))``: ``image`` ``[1, 3, H, W]`` float RGB in 0-255 resized to
+        :meth:`input_size`, normalised and zero-padded by ``Sam.preprocess``; (h, w) the resized size.
+
+        The resize is computed here: segment-anything 1.0's ``apply_image_torch`` takes its target
+        size from the batch and channel dimensions and squashes every image to 341 x 1024.
+        """
+        size = self.input_size(*image.shape[-2:])
+        x = F.interpolate(image, size, mode="bilinear", align_corners=False, antialias=True)
+        return self.sam.preprocess(x), size
 
     def working_size(self, height: int, width: int):
         """(h, w) at which masks are made: the frame, downscaled to at most ``max_image_height``."""
@@ -197,9 +211,8 @@ class SamSegmenter:
             img = torch.as_tensor(frame.image, device=self.device).permute(2, 0, 1)[None].float()
             if (h, w) != (H0, W0):
                 img = F.interpolate(img, (h, w), mode="bilinear", align_corners=False, antialias=True)
-            x = self.transform.apply_image_torch(img)
-            input_size = tuple(x.shape[-2:])
-            embedding = sam.image_encoder(sam.preprocess(x))
+            x, input_size = self.encoder_input(img)
+            embedding = sam.image_encoder(x)
             image_pe = sam.prompt_encoder.get_dense_pe()
 
         self.stats = {"prompts": int(pts.shape[0])}
@@ -216,9 +229,11 @@ class SamSegmenter:
         return levels
 
     def _decode(self, embedding, image_pe, points, size):
-        """Low-res logits ``[B, 3, h', w']`` and predicted IoU ``[B, 3]``, ordered by mask area."""
+        """``points`` ``[B, 2]`` (x, y) pixels of an image of ``size`` (h, w), mapped into SAM's input
+        frame (:meth:`input_size`). Low-res logits ``[B, 3, h', w']`` and predicted IoU ``[B, 3]``, ordered by mask area."""
         sam = self.sam
-        coords = self.transform.apply_coords_torch(points, size)[:, None, :]
+        ih, iw = self.input_size(*size)
+        coords = (points * torch.tensor([iw / size[1], ih / size[0]], device=points.device))[:, None, :]
         labels = torch.ones(coords.shape[0], 1, dtype=torch.int, device=self.device)
         sparse, dense = sam.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
         low, iou = sam.mask_decoder(image_embeddings=embedding, image_pe=image_pe,
