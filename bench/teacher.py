@@ -76,7 +76,8 @@ def build_models(model: str, device: str, quick: bool, half: bool):
     if quick:
         sam, (clip, tok) = build_tiny_sam(device), build_tiny_clip(device)
     else:
-        sam, (clip, tok) = load_sam(model, "", device), load_clip("ViT-B-16", "", device, half)
+        sam = load_sam(model, "", device, allow_random_weights=True)
+        clip, tok = load_clip("ViT-B-16", "", device, half, allow_random_weights=True)
     return sam, clip, tok
 
 

@@ -337,6 +337,56 @@ def test_teacher_cache_is_bounded_lru():
 
 # ---- checkpoints ---------------------------------------------------------------------------------
 
+def test_sam_without_checkpoint_refuses_to_configure():
+    """The shipped defaults (segmenter sam, no checkpoint) refuse, naming the parameter and the file
+    to put where; random weights only with teacher.allow_random_weights (CLIP alike)."""
+    from gags_ros.core.config import ConfigError
+    from gags_ros.core.teachers.pipeline import check_teacher_weights, random_weight_models
+
+    cfg = GagsConfig()
+    with pytest.raises(ConfigError) as e:
+        check_teacher_weights(cfg)
+    msg = str(e.value)
+    assert "teacher.sam_checkpoint is empty" in msg and "sam_vit_h_4b8939.pth" in msg
+    assert SAM_CHECKPOINT_URLS["vit_h"] in msg and "~/.ros/gags_models/sam_vit_h_4b8939.pth" in msg
+    assert "teacher.allow_random_weights: true" in msg
+    with pytest.raises(ConfigError, match="teacher.sam_checkpoint is empty"):
+        build_teacher(cfg, "cpu")
+    with pytest.raises(CheckpointNotFoundError, match="sam_vit_b_01ec64.pth"):
+        load_sam("vit_b", "", "cpu")
+    cfg.teacher.allow_random_weights = True  # SAM may now be random; CLIP's empty tag still refused
+    cfg.teacher.clip_pretrained = ""
+    assert random_weight_models(cfg) == ["SAM", "CLIP"]
+    check_teacher_weights(cfg)
+    cfg.teacher.allow_random_weights = False
+    cfg.teacher.segmenter = "sim"
+    check_teacher_weights(cfg)  # the simulated teacher needs no weights
+    assert random_weight_models(cfg) == []
+    cfg.teacher.segmenter = "sam"
+    cfg.language.enabled = False
+    check_teacher_weights(cfg)  # no teacher is built
+
+
+def test_clip_without_weights_refuses_to_configure(tmp_path):
+    from gags_ros.core.config import ConfigError
+    from gags_ros.core.teachers.pipeline import check_teacher_weights
+
+    ckpt = tmp_path / "sam.pth"
+    ckpt.write_bytes(b"")
+    cfg = GagsConfig()
+    cfg.teacher.sam_checkpoint, cfg.teacher.clip_pretrained = str(ckpt), ""
+    with pytest.raises(ConfigError, match="teacher.clip_pretrained is empty.*laion2b_s34b_b88k.*"
+                                          "teacher.allow_random_weights: true"):
+        check_teacher_weights(cfg)
+    with pytest.raises(ClipWeightsError, match="teacher.clip_pretrained is empty"):
+        load_clip("ViT-B-16", "", "cpu")
+    cfg.teacher.allow_random_weights = True
+    check_teacher_weights(cfg)
+    from gags_ros.core.teachers.pipeline import random_weight_models
+
+    assert random_weight_models(cfg) == ["CLIP"]
+
+
 def test_missing_sam_checkpoint_names_file_and_downloads(tmp_path):
     path = tmp_path / "sam_vit_b.pth"
     with pytest.raises(CheckpointNotFoundError) as e:
@@ -381,6 +431,7 @@ def test_build_teacher_real_architectures_random_init():
     cfg = GagsConfig()
     cfg.teacher.sam_model = "vit_b"  # vit_h is 2.5 GB: the GPU benchmark builds that one
     cfg.teacher.clip_pretrained = ""  # random init: no weights can be had here
+    cfg.teacher.allow_random_weights = True
     teacher = build_teacher(cfg, "cpu")
     assert teacher.embedder.dim == 512
     assert sum(p.numel() for p in teacher.segmenter.sam.parameters()) > 90e6

@@ -110,8 +110,8 @@ class TeacherConfig:
                                      read_only=True)
     sam_model: str = param("vit_h", "segment_anything registry name", choices=["vit_h", "vit_l", "vit_b"],
                            read_only=True)
-    sam_checkpoint: str = param("", "Path of the SAM checkpoint (.pth); empty = random initialisation "
-                                "(tests and benchmarks only: no semantics)", read_only=True)
+    sam_checkpoint: str = param("", "Path of the SAM checkpoint (.pth) of sam_model; empty = random "
+                                "initialisation, refused unless allow_random_weights", read_only=True)
     prompt_mode: str = param("granularity", "Prompt placement: granularity (GAGS Eq. 1) or uniform grid",
                              choices=["granularity", "uniform"])
     prompt_patches: int = param(8, "Image split into this many patches per side for prompt density",
@@ -142,8 +142,12 @@ class TeacherConfig:
                                  "(CPU always float32)", read_only=True)
     clip_model: str = param("ViT-B-16", "open_clip model name", read_only=True)
     clip_pretrained: str = param("laion2b_s34b_b88k", "open_clip pretrained tag or path of a local "
-                                 "weights file; empty = random initialisation (no semantics)",
-                                 read_only=True)
+                                 "weights file; empty = random initialisation, refused unless "
+                                 "allow_random_weights", read_only=True)
+    allow_random_weights: bool = param(False, "Allow randomly initialised SAM / CLIP where sam_checkpoint / "
+                                       "clip_pretrained is empty: tests and benchmarks only (masks and "
+                                       "embeddings mean nothing; status and diagnostics say so)",
+                                       read_only=True)
     crop_size: int = param(224, "CLIP input crop size", unit="px", lo=32, hi=1024, read_only=True)
     clip_batch: int = param(128, "Crops encoded per CLIP batch", unit="crops", lo=1, hi=4096)
     cache_keyframes: int = param(256, "Keyframes whose teacher outputs are kept for distillation",

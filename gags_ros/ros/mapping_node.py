@@ -35,6 +35,7 @@ from ..core.config import ConfigError, GagsConfig
 from ..core.frame_sync import FrameAssembler
 from ..core.pipeline import GagsPipeline, NoMapError
 from ..core.query import check_query_text
+from ..core.teachers.pipeline import check_teacher_weights, random_weight_models
 from ..core.tf_buffer import TransformBuffer
 from ..core.types import PoseError
 from ..core.worker import Worker
@@ -59,6 +60,11 @@ class MappingNode(Node):
                  node_name: str = "gags_mapping", **kwargs):
         super().__init__(node_name, **kwargs)
         self.cfg = declare_config(self)
+        if pipeline_factory is None:  # the real teacher: refuse missing weights now, not at a keyframe
+            check_teacher_weights(self.cfg)
+        untrained = random_weight_models(self.cfg)
+        self.random_weights_note = (f"RANDOM WEIGHTS (teacher.allow_random_weights): {' and '.join(untrained)} "
+                                    f"untrained, answers mean nothing" if untrained else "")
         factory = pipeline_factory or (lambda cfg: GagsPipeline(cfg))
         self.worker = Worker(lambda: factory(self.cfg), buffer_size=self.cfg.ros.frame_buffer)
         self.worker.start(wait=False)
@@ -376,8 +382,10 @@ class MappingNode(Node):
         state = s.get("state", "starting")
         if self.worker.error is not None:
             state = "error"
-        msg = MappingStatus(header=self.header(), state=state,
-                            message=str(self.worker.error or self.worker.last_error or self.last_message),
+        message = str(self.worker.error or self.worker.last_error or self.last_message)
+        if self.random_weights_note:
+            message = f"{self.random_weights_note}; {message}" if message else self.random_weights_note
+        msg = MappingStatus(header=self.header(), state=state, message=message,
                             keyframes=int(s.get("keyframes", 0)), gaussians=int(s.get("gaussians", 0)),
                             mapping_steps=int(s.get("mapping_steps", 0)),
                             language_steps=int(s.get("language_steps", 0)),
@@ -404,6 +412,8 @@ class MappingNode(Node):
             summary += f"; {s.frames_rejected} frames rejected, {s.frames_dropped} dropped"
         if s.state == "error":
             level, summary = DiagnosticStatus.ERROR, f"error: {s.message}"
+        elif self.random_weights_note:
+            level, summary = DiagnosticStatus.WARN, f"{summary}; {self.random_weights_note}"
         values = {"keyframes": s.keyframes, "gaussians": s.gaussians, "mapping_steps": s.mapping_steps,
                   "language_steps": s.language_steps, "frames_received": s.frames_received,
                   "frames_dropped": s.frames_dropped, "frames_rejected": s.frames_rejected,

@@ -9,8 +9,8 @@ CUDA when ``half_precision``, float32 on CPU; the crops themselves are computed 
 
 Weights: ``clip_pretrained`` is an open_clip tag (looked up in the local Hugging Face cache only:
 the robot never reaches the network at run time) or the path of a weights file; empty builds the
-same architecture with random initialisation, for tests and benchmarks only (real cost, no
-semantics).
+same architecture with random initialisation, only with ``allow_random_weights``: for tests and
+benchmarks only (real cost, no semantics).
 """
 
 from __future__ import annotations
@@ -33,19 +33,27 @@ class ClipWeightsError(FileNotFoundError):
     """Configured CLIP weights that are not on disk; the message says how to provide them."""
 
 
-def _resolve_pretrained(model_name: str, pretrained: str):
-    """``(checkpoint file or None, preprocess overrides)`` for a tag, a path or empty."""
+def resolve_clip_weights(model_name: str, pretrained: str, allow_random_weights: bool = False):
+    """``(checkpoint file or None, preprocess overrides)`` for a tag, a path or empty (random
+    initialisation, only with ``allow_random_weights``); raises :class:`ClipWeightsError` naming the
+    parameter and the weights to provide."""
     import open_clip
 
+    hint = (f"Provide the weights as a file and set teacher.clip_pretrained to its path. A randomly "
+            f"initialised {model_name} (tests and benchmarks only: no semantics) needs an empty "
+            f"teacher.clip_pretrained and teacher.allow_random_weights: true.")
     if not pretrained:
-        return None, {}
+        if allow_random_weights:
+            return None, {}
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        raise ClipWeightsError(f"teacher.clip_pretrained is empty, and teacher.segmenter 'sam' needs CLIP "
+                               f"weights for {model_name}: set it to an open_clip tag whose weights are in "
+                               f"the local Hugging Face cache (tags of {model_name}: {tags}) or to the path "
+                               f"of a weights file, e.g. ~/.ros/gags_models/{model_name}.bin. {hint}")
     looks_like_path = Path(pretrained).suffix in _WEIGHT_SUFFIXES or "/" in pretrained
     if Path(pretrained).is_file():
         return pretrained, {}
     tag_cfg = None if looks_like_path else open_clip.get_pretrained_cfg(model_name, pretrained)
-    hint = (f"Provide the weights as a file and set teacher.clip_pretrained to its path, or set it to an "
-            f"empty string for a randomly initialised {model_name} (tests and benchmarks only: no "
-            f"semantics).")
     if not tag_cfg:
         if looks_like_path:
             raise ClipWeightsError(f"CLIP weights file not found: {pretrained} (teacher.clip_pretrained, "
@@ -70,12 +78,14 @@ def _resolve_pretrained(model_name: str, pretrained: str):
         f"(fills the Hugging Face cache) or from {where}. {hint}")
 
 
-def load_clip(model_name: str, pretrained: str, device: str | torch.device, half: bool = True):
-    """``(model, tokenizer)`` of open_clip in eval mode; float16 on CUDA when ``half``."""
+def load_clip(model_name: str, pretrained: str, device: str | torch.device, half: bool = True,
+              allow_random_weights: bool = False):
+    """``(model, tokenizer)`` of open_clip in eval mode; float16 on CUDA when ``half``.
+    ``pretrained``: see :func:`resolve_clip_weights`."""
     import open_clip
 
     device = torch.device(device)
-    ckpt, preprocess = _resolve_pretrained(model_name, pretrained)
+    ckpt, preprocess = resolve_clip_weights(model_name, pretrained, allow_random_weights)
     precision = "fp16" if (half and device.type == "cuda") else "fp32"
     model = open_clip.create_model(model_name, pretrained=ckpt, device=device, precision=precision,
                                    force_preprocess_cfg=preprocess or None)
@@ -159,7 +169,8 @@ class ClipEmbedder:
     def from_config(cls, cfg, device: str | torch.device,
                     canonical_phrases: Sequence[str] = CANONICAL_PHRASES) -> "ClipEmbedder":
         """``cfg``: TeacherConfig (``clip_model``, ``clip_pretrained``, ``crop_size``, ``clip_batch``)."""
-        model, tok = load_clip(cfg.clip_model, cfg.clip_pretrained, device, cfg.half_precision)
+        model, tok = load_clip(cfg.clip_model, cfg.clip_pretrained, device, cfg.half_precision,
+                               cfg.allow_random_weights)
         return cls(model, tok, device, cfg.crop_size, cfg.clip_batch, canonical_phrases)
 
     def _image(self, frame: Frame, size) -> torch.Tensor:

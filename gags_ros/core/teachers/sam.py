@@ -15,7 +15,8 @@ masks or mask pairs in Python.
 
 Checkpoints: ``TeacherConfig.sam_model`` names the architecture in ``sam_model_registry``;
 ``sam_checkpoint`` is the path of its weights. An empty path builds the same architecture with
-random initialisation: for tests and benchmarks only (compute cost is real, masks mean nothing).
+random initialisation, only with ``allow_random_weights``: for tests and benchmarks only (compute
+cost is real, masks mean nothing).
 """
 
 from __future__ import annotations
@@ -44,24 +45,40 @@ class CheckpointNotFoundError(FileNotFoundError):
     """A configured model checkpoint that is not on disk; the message says how to obtain it."""
 
 
-def load_sam(model_name: str, checkpoint: str, device: str | torch.device):
+def check_sam_weights(model_name: str, checkpoint: str, allow_random_weights: bool = False) -> None:
+    """Raise :class:`CheckpointNotFoundError` unless ``checkpoint`` is a file, or is empty and
+    ``allow_random_weights`` permits a randomly initialised model. The message names the parameter,
+    the file to download and where to put it."""
+    if model_name not in SAM_CHECKPOINT_URLS:
+        raise ValueError(f"teacher.sam_model={model_name!r}: expected one of {sorted(SAM_CHECKPOINT_URLS)}")
+    if checkpoint and Path(checkpoint).is_file() or not checkpoint and allow_random_weights:
+        return
+    url = SAM_CHECKPOINT_URLS[model_name]
+    file = url.rsplit("/", 1)[1]
+    if checkpoint:
+        where = (f"SAM checkpoint not found: {checkpoint} (teacher.sam_checkpoint, model {model_name}). "
+                 f"Download {file} from {url} on a machine with network access and copy it to {checkpoint}")
+    else:
+        where = (f"teacher.sam_checkpoint is empty, and teacher.segmenter 'sam' needs SAM weights (model "
+                 f"{model_name}). Download {file} from {url} on a machine with network access, copy it "
+                 f"to this machine, e.g. to ~/.ros/gags_models/{file}, and set teacher.sam_checkpoint to "
+                 f"that path")
+    others = "\n".join(f"  {k}: {v}" for k, v in SAM_CHECKPOINT_URLS.items())
+    raise CheckpointNotFoundError(
+        f"{where} (or change teacher.sam_model to the architecture of a checkpoint you have:\n{others}\n)."
+        f" A randomly initialised model (tests and benchmarks only: its masks mean nothing) needs an "
+        f"empty teacher.sam_checkpoint and teacher.allow_random_weights: true.")
+
+
+def load_sam(model_name: str, checkpoint: str, device: str | torch.device, allow_random_weights: bool = False):
     """A ``segment_anything.modeling.Sam`` in eval mode on ``device``.
 
-    ``checkpoint`` empty -> random initialisation (no semantics). Raises
-    :class:`CheckpointNotFoundError` when a path is given but missing.
+    ``checkpoint`` empty -> random initialisation (no semantics), only with ``allow_random_weights``.
+    Raises :class:`CheckpointNotFoundError` otherwise, and when a path is given but missing.
     """
     from segment_anything import sam_model_registry
 
-    if model_name not in SAM_CHECKPOINT_URLS:
-        raise ValueError(f"teacher.sam_model={model_name!r}: expected one of {sorted(SAM_CHECKPOINT_URLS)}")
-    if checkpoint and not Path(checkpoint).is_file():
-        urls = "\n".join(f"  {k}: {v}" for k, v in SAM_CHECKPOINT_URLS.items())
-        raise CheckpointNotFoundError(
-            f"SAM checkpoint not found: {checkpoint} (teacher.sam_checkpoint, model {model_name}).\n"
-            f"Download the official checkpoint of the configured architecture on a machine with network "
-            f"access and copy it there:\n{urls}\n"
-            f"or set teacher.sam_checkpoint to an empty string for a randomly initialised model "
-            f"(tests and benchmarks only: its masks mean nothing).")
+    check_sam_weights(model_name, checkpoint, allow_random_weights)
     # Parameters are created directly on the device (a ViT-H initialised on CPU takes many seconds);
     # the two normalisation buffers are built by a legacy constructor that ignores the context.
     with torch.device(device):
@@ -163,7 +180,7 @@ class SamSegmenter:
     @classmethod
     def from_config(cls, cfg, device: str | torch.device) -> "SamSegmenter":
         """``cfg``: TeacherConfig (``sam_model``, ``sam_checkpoint``)."""
-        return cls(load_sam(cfg.sam_model, cfg.sam_checkpoint, device), cfg, device)
+        return cls(load_sam(cfg.sam_model, cfg.sam_checkpoint, device, cfg.allow_random_weights), cfg, device)
 
     def input_size(self, height: int, width: int):
         """(h, w) of an image of ``height`` x ``width`` inside SAM's square input: longest side
