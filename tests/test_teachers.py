@@ -408,6 +408,36 @@ def test_missing_clip_weights_are_explained(tmp_path, monkeypatch):
         load_clip("ViT-B-16", "laion2b_s34b_b88k", "cpu")
 
 
+def test_clip_tags_keep_their_activation_when_loaded_from_the_cache(tmp_path, monkeypatch, tiny_clip):
+    """Every ViT-B-16 tag, resolved to its file in the local Hugging Face cache (a tiny random
+    checkpoint here), is built with the activation open_clip's pretrained registry gives the tag:
+    QuickGELU for openai / dfn2b / metaclip_*, GELU otherwise."""
+    import huggingface_hub.constants
+    import open_clip
+    from open_clip.transformer import QuickGELU
+
+    from gags_ros.core.teachers.clip import tiny_clip_config
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    state = tmp_path / "tiny.bin"
+    torch.save(tiny_clip[0].state_dict(), state)
+    quick = set()
+    for tag in open_clip.list_pretrained_tags_by_model("ViT-B-16"):
+        repo = open_clip.get_pretrained_cfg("ViT-B-16", tag)["hf_hub"].rstrip("/")
+        root = tmp_path / f"models--{repo.replace('/', '--')}"
+        (root / "refs").mkdir(parents=True)
+        (root / "refs" / "main").write_text("0" * 40)
+        (root / "snapshots" / ("0" * 40)).mkdir(parents=True)
+        (root / "snapshots" / ("0" * 40) / "open_clip_pytorch_model.bin").symlink_to(state)
+        model, _ = load_clip("ViT-B-16", tag, "cpu", **tiny_clip_config())
+        acts = {type(m) for m in model.modules() if isinstance(m, (QuickGELU, torch.nn.GELU))}
+        expected = QuickGELU if open_clip.get_pretrained_cfg("ViT-B-16", tag).get("quick_gelu") else torch.nn.GELU
+        assert acts == {expected}, tag
+        assert torch.equal(model.visual.proj, tiny_clip[0].visual.proj)  # the cached file was loaded
+        quick |= {tag} if expected is QuickGELU else set()
+    assert {"openai", "dfn2b", "metaclip_400m", "metaclip_fullcc"} <= quick and "laion2b_s34b_b88k" not in quick
+
+
 def test_sim_teacher_missing_module_is_named(monkeypatch):
     monkeypatch.setitem(sys.modules, "gags_ros.core.sim.teacher", None)
     cfg = GagsConfig()

@@ -33,10 +33,17 @@ class ClipWeightsError(FileNotFoundError):
     """Configured CLIP weights that are not on disk; the message says how to provide them."""
 
 
-def resolve_clip_weights(model_name: str, pretrained: str, allow_random_weights: bool = False):
-    """``(checkpoint file or None, preprocess overrides)`` for a tag, a path or empty (random
-    initialisation, only with ``allow_random_weights``); raises :class:`ClipWeightsError` naming the
-    parameter and the weights to provide."""
+def resolve_clip_weights(model_name: str, pretrained: str, allow_random_weights: bool = False) -> dict:
+    """``open_clip.create_model`` keyword arguments for a tag, a path or empty (random
+    initialisation, only with ``allow_random_weights``): ``pretrained`` (a file or None),
+    ``force_preprocess_cfg`` (the tag's mean / std) and ``force_quick_gelu``. Raises
+    :class:`ClipWeightsError` naming the parameter and the weights to provide.
+
+    A tag is resolved to its file in the local cache, and open_clip applies a tag's activation only
+    when it loads by tag: tags trained with QuickGELU (``quick_gelu`` in open_clip's pretrained
+    registry: ViT-B-16 ``openai``, ``dfn2b``, ``metaclip_*``) would otherwise get plain GELU, degraded
+    embeddings and no error. A file path carries no tag: name a ``-quickgelu`` model for such weights.
+    """
     import open_clip
 
     hint = (f"Provide the weights as a file and set teacher.clip_pretrained to its path. A randomly "
@@ -44,7 +51,7 @@ def resolve_clip_weights(model_name: str, pretrained: str, allow_random_weights:
             f"teacher.clip_pretrained and teacher.allow_random_weights: true.")
     if not pretrained:
         if allow_random_weights:
-            return None, {}
+            return dict(pretrained=None, force_preprocess_cfg=None, force_quick_gelu=False)
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         raise ClipWeightsError(f"teacher.clip_pretrained is empty, and teacher.segmenter 'sam' needs CLIP "
                                f"weights for {model_name}: set it to an open_clip tag whose weights are in "
@@ -52,7 +59,7 @@ def resolve_clip_weights(model_name: str, pretrained: str, allow_random_weights:
                                f"of a weights file, e.g. ~/.ros/gags_models/{model_name}.bin. {hint}")
     looks_like_path = Path(pretrained).suffix in _WEIGHT_SUFFIXES or "/" in pretrained
     if Path(pretrained).is_file():
-        return pretrained, {}
+        return dict(pretrained=pretrained, force_preprocess_cfg=None, force_quick_gelu=False)
     tag_cfg = None if looks_like_path else open_clip.get_pretrained_cfg(model_name, pretrained)
     if not tag_cfg:
         if looks_like_path:
@@ -68,7 +75,8 @@ def resolve_clip_weights(model_name: str, pretrained: str, allow_random_weights:
         for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
             hit = try_to_load_from_cache(repo, name)
             if isinstance(hit, str):
-                return hit, {k: tag_cfg[k] for k in ("mean", "std") if k in tag_cfg}
+                return dict(pretrained=hit, force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+                            force_preprocess_cfg={k: tag_cfg[k] for k in ("mean", "std") if k in tag_cfg} or None)
     where = f"https://huggingface.co/{repo} (open_clip_pytorch_model.bin)" if repo else tag_cfg.get("url", "")
     raise ClipWeightsError(
         f"open_clip weights of tag {pretrained!r} for {model_name} are not in the local cache, and this "
@@ -79,31 +87,34 @@ def resolve_clip_weights(model_name: str, pretrained: str, allow_random_weights:
 
 
 def load_clip(model_name: str, pretrained: str, device: str | torch.device, half: bool = True,
-              allow_random_weights: bool = False):
+              allow_random_weights: bool = False, **model_kwargs):
     """``(model, tokenizer)`` of open_clip in eval mode; float16 on CUDA when ``half``.
-    ``pretrained``: see :func:`resolve_clip_weights`."""
+    ``pretrained``: see :func:`resolve_clip_weights`. ``model_kwargs`` override the model's
+    configuration (e.g. ``vision_cfg``; tests build tiny towers this way)."""
     import open_clip
 
     device = torch.device(device)
-    ckpt, preprocess = resolve_clip_weights(model_name, pretrained, allow_random_weights)
+    weights = resolve_clip_weights(model_name, pretrained, allow_random_weights)
     precision = "fp16" if (half and device.type == "cuda") else "fp32"
-    model = open_clip.create_model(model_name, pretrained=ckpt, device=device, precision=precision,
-                                   force_preprocess_cfg=preprocess or None)
+    model = open_clip.create_model(model_name, device=device, precision=precision, **weights, **model_kwargs)
     return model.eval().requires_grad_(False), open_clip.get_tokenizer(model_name)
+
+
+def tiny_clip_config(embed_dim: int = 32, image_size: int = 32) -> dict:
+    """``open_clip.create_model`` overrides that shrink ViT-B-16's towers to a few hundred thousand
+    parameters (the real tokenizer and vocabulary): for CPU tests and quick benchmark runs."""
+    return dict(embed_dim=embed_dim,
+                vision_cfg=dict(image_size=image_size, layers=1, width=32, head_width=16, patch_size=8),
+                text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1))
 
 
 def build_tiny_clip(device: str | torch.device = "cpu", embed_dim: int = 32, image_size: int = 32,
                     seed: int = 0):
-    """``(model, tokenizer)``: a randomly initialised open_clip CLIP with tiny towers (the real
-    tokenizer and vocabulary), for CPU tests and quick benchmark runs."""
-    import open_clip
-
+    """``(model, tokenizer)``: a randomly initialised open_clip CLIP with tiny towers
+    (:func:`tiny_clip_config`)."""
     torch.manual_seed(seed)
-    model = open_clip.create_model(
-        "ViT-B-16", pretrained=None, device=device, embed_dim=embed_dim,
-        vision_cfg=dict(image_size=image_size, layers=1, width=32, head_width=16, patch_size=8),
-        text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1))
-    return model.eval().requires_grad_(False), open_clip.get_tokenizer("ViT-B-16")
+    return load_clip("ViT-B-16", "", device, half=False, allow_random_weights=True,
+                     **tiny_clip_config(embed_dim, image_size))
 
 
 def square_boxes(masks: torch.Tensor) -> torch.Tensor:
