@@ -56,9 +56,13 @@ def synthetic_keyframe(h: int, w: int, seed: int):
     return frame, depth.astype(np.float32), (0.6 * depth).astype(np.float32), density
 
 
+# The synthetic keyframes have D_min = 0.6 D: r = 1.67, n = 6 in each of 8 x 8 patches (GAGS Eq. 1).
+EQ1_PROMPTS = 64 * 6 * 6
+
+
 def configure(cfg: GagsConfig, prompts: int, filters: str, quick: bool) -> None:
     t = cfg.teacher
-    t.max_prompts = prompts
+    t.prompt_scale = min(1.0, prompts / EQ1_PROMPTS)  # about ``prompts`` per keyframe (records the count)
     t.prompt_batch = min(t.prompt_batch, prompts)
     if filters == "none":
         # Set directly (not through config validation): thresholds below any score, NMS that never fires.

@@ -279,7 +279,7 @@ def test_paint_level_smallest_wins():
 
 def test_keyframe_teacher_level_maps(tiny_clip):
     cfg = GagsConfig()
-    cfg.teacher.max_prompts = 50
+    cfg.teacher.prompt_scale = 1 / 16  # no depth: r = 1, n = 4 -> one prompt in each of 8 x 8 patches
     seg = FixedSegmenter(40, 60)
     emb = ClipEmbedder(*tiny_clip, "cpu", crop_size=32)
     teacher = KeyframeTeacher(cfg, seg, emb, "cpu")
@@ -291,8 +291,8 @@ def test_keyframe_teacher_level_maps(tiny_clip):
     assert (sub[0:5, 0:10] == 0).all() and (sub[10:15, 5:15] == 1).all() and (sub[5:10, 5:10] == 0).all()
     assert (sub[20:, :] == -1).all() and (part[:30, :30] == 2).all() and (part[30:] == -1).all()
     assert (whole == -1).all()
-    assert seg.points.shape == (50, 2)  # the capped prompts reached the segmenter
-    assert teacher.stats == {"prompts": 50, "masks_subpart": 2, "masks_part": 1, "masks_whole": 0}
+    assert seg.points.shape == (64, 2)  # the scaled prompts reached the segmenter
+    assert teacher.stats == {"prompts": 64, "masks_subpart": 2, "masks_part": 1, "masks_whole": 0}
     assert {"prompts", "crops", "clip", "level_maps", "total"} <= set(teacher.timings)
     dense = out.level_features(1)
     assert dense.shape == (40, 60, emb.dim) and torch.all(dense[35, 35] == 0)
@@ -301,7 +301,7 @@ def test_keyframe_teacher_level_maps(tiny_clip):
 def test_keyframe_teacher_end_to_end_tiny_models(tiny_sam, tiny_clip):
     cfg = GagsConfig()
     t = cfg.teacher
-    t.max_prompts, t.prompt_batch, t.min_mask_area = 64, 32, 20
+    t.prompt_scale, t.prompt_batch, t.min_mask_area = 1 / 64, 32, 20  # r = 2: n = 8, 1 prompt per patch
     t.pred_iou_thresh = t.stability_score_thresh = 0.0  # random models: let masks through
     t.mask_nms_score = 0.0
     seg, emb = SamSegmenter(tiny_sam, t, "cpu"), ClipEmbedder(*tiny_clip, "cpu", 32, 16)
@@ -481,7 +481,7 @@ def test_benchmark_quick_mode_runs(capsys):
 def test_keyframe_teacher_on_cuda(tiny_clip):
     cfg = GagsConfig()
     t = cfg.teacher
-    t.max_prompts, t.prompt_batch = 64, 32
+    t.prompt_scale, t.prompt_batch = 1 / 16, 32  # r = 1: n = 4, 1 prompt per patch
     t.pred_iou_thresh = t.stability_score_thresh = t.mask_nms_score = 0.0
     from open_clip.model import convert_weights_to_lp
 

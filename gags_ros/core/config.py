@@ -118,8 +118,11 @@ class TeacherConfig:
                                 unit="patches", lo=1, hi=64)
     prompt_n_max: int = param(20, "Upper clamp of n (n*n prompts per patch)", lo=1, hi=64)
     uniform_points_per_side: int = param(16, "Uniform mode: points per image side", lo=1, hi=128)
-    max_prompts: int = param(1024, "Cap on prompts per keyframe (subsampled above it)", unit="prompts",
-                             lo=1, hi=100_000)
+    prompt_scale: float = param(0.25, "Granularity mode: each patch gets this fraction of Eq. 1's n*n "
+                                "prompts (randomised rounding), the same in every view, so prompt density "
+                                "per unit of surface stays equal across views; 0.25 = 256 prompts for a "
+                                "view at r = 1 with 8 x 8 patches, at most 0.25 * 64 * prompt_n_max^2",
+                                lo=0.001, hi=1.0)
     prompt_batch: int = param(256, "Prompts decoded per SAM batch", unit="prompts", lo=1, hi=8192)
     pred_iou_thresh: float = param(0.7, "Keep masks whose predicted IoU is at least this", lo=0.0, hi=1.0)
     stability_score_thresh: float = param(0.85, "Keep masks whose stability score is at least this",
