@@ -166,7 +166,9 @@ class SamSegmenter:
     classes). ``cfg``: :class:`~gags_ros.core.config.TeacherConfig`. After each :meth:`segment`,
     ``timings`` holds seconds per stage (``image_encoder``; ``decoder``: prompt encoder and mask
     decoder; ``filtering_nms``: quality filters, upsampling of the surviving masks, box and mask NMS)
-    and ``stats`` counts (prompts, masks after the quality filters and after each NMS).
+    and ``stats`` counts (prompts, masks after the quality filters and after each NMS) and
+    ``pred_iou_best_mean``: the mean over prompts of the best of their three predicted IoUs, before
+    any filter (a trained SAM is confident about most point prompts; NaN without prompts).
     """
 
     def __init__(self, sam, cfg, device: str | torch.device):
@@ -233,15 +235,17 @@ class SamSegmenter:
             image_pe = sam.prompt_encoder.get_dense_pe()
 
         self.stats = {"prompts": int(pts.shape[0])}
-        parts = [self._empty((h, w))]
+        parts, best = [self._empty((h, w))], [torch.zeros(0, device=self.device)]
         for start in range(0, pts.shape[0], cfg.prompt_batch):
             batch = pts[start:start + cfg.prompt_batch]
             with timer("decoder"), self._amp():
                 low, iou = self._decode(embedding, image_pe, batch, (h, w))
+            best.append(iou.amax(1))
             with timer("filtering_nms"):
                 parts.append(self._filter(low, iou, input_size, (h, w)))
         with timer("filtering_nms"):
             levels = self._nms(parts, (h, w))
+        self.stats["pred_iou_best_mean"] = float(torch.cat(best).mean()) if pts.shape[0] else float("nan")
         self.timings = timer.seconds
         return levels
 
