@@ -58,7 +58,8 @@ def test_random_tiny_teacher_is_judged_untrained():
 @pytest.mark.slow
 def test_cli_on_random_real_architectures(capsys):
     """The smallest real architectures (SAM vit_b, CLIP ViT-B-16), random, built by the node's factory:
-    CLIP's ranking is near uniform and SAM's IoUs are low (about a minute on a 2-core CPU: SAM's image encoder at 1024 x 1024)."""
+    CLIP's ranking is near uniform and SAM's IoUs are low (about a minute on a 2-core CPU: SAM's
+    image encoder at 1024 x 1024)."""
     rc = doctor.main(["--set", "device=cpu", "--set", "teacher.allow_random_weights=true",
                       "--set", "teacher.sam_model=vit_b", "--set", "teacher.clip_pretrained=",
                       # 64 prompts in batches of 16: SAM's decoder upsamples 32 channels to 256 x 256

@@ -387,6 +387,18 @@ def test_clip_without_weights_refuses_to_configure(tmp_path):
     assert random_weight_models(cfg) == ["CLIP"]
 
 
+def test_weight_paths_may_start_at_home(tmp_path, monkeypatch):
+    """The refusal messages suggest ~/.ros/gags_models/...: such paths are found."""
+    from gags_ros.core.teachers.clip import resolve_clip_weights
+    from gags_ros.core.teachers.sam import check_sam_weights
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "sam.pth").write_bytes(b"")
+    (tmp_path / "clip.bin").write_bytes(b"")
+    check_sam_weights("vit_b", "~/sam.pth")
+    assert resolve_clip_weights("ViT-B-16", "~/clip.bin")["pretrained"] == str(tmp_path / "clip.bin")
+
+
 def test_missing_sam_checkpoint_names_file_and_downloads(tmp_path):
     path = tmp_path / "sam_vit_b.pth"
     with pytest.raises(CheckpointNotFoundError) as e:

@@ -58,8 +58,8 @@ def resolve_clip_weights(model_name: str, pretrained: str, allow_random_weights:
                                f"the local Hugging Face cache (tags of {model_name}: {tags}) or to the path "
                                f"of a weights file, e.g. ~/.ros/gags_models/{model_name}.bin. {hint}")
     looks_like_path = Path(pretrained).suffix in _WEIGHT_SUFFIXES or "/" in pretrained
-    if Path(pretrained).is_file():
-        return dict(pretrained=pretrained, force_preprocess_cfg=None, force_quick_gelu=False)
+    if Path(pretrained).expanduser().is_file():
+        return dict(pretrained=str(Path(pretrained).expanduser()), force_preprocess_cfg=None, force_quick_gelu=False)
     tag_cfg = None if looks_like_path else open_clip.get_pretrained_cfg(model_name, pretrained)
     if not tag_cfg:
         if looks_like_path:

@@ -7,7 +7,7 @@ image region follows how much closer the map has seen that surface before:
     n(P) = 1 if r < 1 or r undefined, else clamp(floor(4 r), 1, n_max)
 
 for every patch ``P`` of a ``prompt_patches x prompt_patches`` split of the image (8 x 8 in GAGS);
-the patch gets ``n * n`` prompt points, times ``prompt_scale``. ``D`` is the rendered depth of the view and ``D_min`` the
+the patch gets ``n * n`` prompt points. ``D`` is the rendered depth of the view and ``D_min`` the
 per-Gaussian minimum visible depth over all views seen so far, splatted back into the view
 (:class:`MinDepthRecord`). Inside a patch, points are drawn from a 10 x 10 sub-grid of cells with
 probability proportional to the number of projected Gaussians per cell (uniformly over the cells
@@ -21,12 +21,12 @@ Choices made here (the paper leaves them open):
   ratios: a view at 3 m gets ``(4 * 3)^2 / 4^2 = 9`` times the prompts of one at 1 m, on a patch
   covering 9 times the surface, so both prompt a surface equally densely. A per-image cap would
   subsample the far view back and undo that.
-
 - ``mean(D[P])`` averages the pixels where the rendered depth is valid (> 0): a pixel where nothing
   was rendered has no depth, and counting it as 0 would make far, half-empty patches look near.
   A patch with no valid depth, or no ``D_min > 0``, has r undefined -> n = 1.
 - Without a map (no rendered depth), a constant-depth stand-in is used: ``D = D_min``, so r = 1 and
-  n = floor(4) = 4 everywhere, 16 points per patch (1024 for 8 x 8 patches), uniform inside patches.
+  n = floor(4) = 4 everywhere, 16 points per patch (1024 for 8 x 8 patches) before ``prompt_scale``,
+  uniform inside patches.
   With a depth image but no record, ``D_min = D`` (the view is its own nearest view): the same r = 1.
 - Sampling is seeded from ``(seed, key)`` (``key`` = keyframe index), so a keyframe's prompts do not
   depend on the order in which keyframes were processed.

@@ -51,7 +51,7 @@ def check_sam_weights(model_name: str, checkpoint: str, allow_random_weights: bo
     the file to download and where to put it."""
     if model_name not in SAM_CHECKPOINT_URLS:
         raise ValueError(f"teacher.sam_model={model_name!r}: expected one of {sorted(SAM_CHECKPOINT_URLS)}")
-    if checkpoint and Path(checkpoint).is_file() or not checkpoint and allow_random_weights:
+    if (checkpoint and Path(checkpoint).expanduser().is_file()) or (not checkpoint and allow_random_weights):
         return
     url = SAM_CHECKPOINT_URLS[model_name]
     file = url.rsplit("/", 1)[1]
@@ -85,7 +85,7 @@ def load_sam(model_name: str, checkpoint: str, device: str | torch.device, allow
         sam = sam_model_registry[model_name]()
     sam.to(device)
     if checkpoint:
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        state = torch.load(Path(checkpoint).expanduser(), map_location=device, weights_only=True)
         sam.load_state_dict(state)
     return sam.eval().requires_grad_(False)
 
@@ -250,8 +250,10 @@ class SamSegmenter:
         return levels
 
     def _decode(self, embedding, image_pe, points, size):
-        """``points`` ``[B, 2]`` (x, y) pixels of an image of ``size`` (h, w), mapped into SAM's input
-        frame (:meth:`input_size`). Low-res logits ``[B, 3, h', w']`` and predicted IoU ``[B, 3]``, ordered by mask area."""
+        """Low-res logits ``[B, 3, h', w']`` and predicted IoU ``[B, 3]``, ordered by mask area.
+
+        ``points`` ``[B, 2]`` (x, y) pixels of an image of ``size`` (h, w), mapped into SAM's input
+        frame (:meth:`input_size`)."""
         sam = self.sam
         ih, iw = self.input_size(*size)
         coords = (points * torch.tensor([iw / size[1], ih / size[0]], device=points.device))[:, None, :]
