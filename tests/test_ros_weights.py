@@ -47,5 +47,7 @@ def test_random_weights_are_named_on_every_report(rclpy_context):
             assert event in status.message
             (diag,) = node.diagnostics(status).status
             assert diag.level == DiagnosticStatus.WARN and "SAM and CLIP untrained" in diag.message
+        node.cfg.language.enabled = False  # no teacher: nothing to warn about
+        assert "RANDOM WEIGHTS" not in node.status_msg().message
     finally:
         node.destroy_node()

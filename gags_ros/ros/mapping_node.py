@@ -62,9 +62,6 @@ class MappingNode(Node):
         self.cfg = declare_config(self)
         if pipeline_factory is None:  # the real teacher: refuse missing weights now, not at a keyframe
             check_teacher_weights(self.cfg)
-        untrained = random_weight_models(self.cfg)
-        self.random_weights_note = (f"RANDOM WEIGHTS (teacher.allow_random_weights): {' and '.join(untrained)} "
-                                    f"untrained, answers mean nothing" if untrained else "")
         factory = pipeline_factory or (lambda cfg: GagsPipeline(cfg))
         self.worker = Worker(lambda: factory(self.cfg), buffer_size=self.cfg.ros.frame_buffer)
         self.worker.start(wait=False)
@@ -383,8 +380,10 @@ class MappingNode(Node):
         if self.worker.error is not None:
             state = "error"
         message = str(self.worker.error or self.worker.last_error or self.last_message)
-        if self.random_weights_note:
-            message = f"{self.random_weights_note}; {message}" if message else self.random_weights_note
+        untrained = random_weight_models(self.cfg)
+        if untrained:  # on every report: answers of an untrained teacher mean nothing
+            note = f"RANDOM WEIGHTS (teacher.allow_random_weights): {' and '.join(untrained)} untrained"
+            message = f"{note}; {message}" if message else note
         msg = MappingStatus(header=self.header(), state=state, message=message,
                             keyframes=int(s.get("keyframes", 0)), gaussians=int(s.get("gaussians", 0)),
                             mapping_steps=int(s.get("mapping_steps", 0)),
@@ -412,8 +411,8 @@ class MappingNode(Node):
             summary += f"; {s.frames_rejected} frames rejected, {s.frames_dropped} dropped"
         if s.state == "error":
             level, summary = DiagnosticStatus.ERROR, f"error: {s.message}"
-        elif self.random_weights_note:
-            level, summary = DiagnosticStatus.WARN, f"{summary}; {self.random_weights_note}"
+        elif s.message.startswith("RANDOM WEIGHTS"):
+            level, summary = DiagnosticStatus.WARN, f"{summary}; {s.message}"
         values = {"keyframes": s.keyframes, "gaussians": s.gaussians, "mapping_steps": s.mapping_steps,
                   "language_steps": s.language_steps, "frames_received": s.frames_received,
                   "frames_dropped": s.frames_dropped, "frames_rejected": s.frames_rejected,

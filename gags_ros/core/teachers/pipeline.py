@@ -155,9 +155,9 @@ class TeacherCache:
 
 def random_weight_models(cfg) -> List[str]:
     """Names of the teacher models ``cfg`` (GagsConfig) runs with random weights ("SAM", "CLIP"):
-    empty paths, permitted by ``teacher.allow_random_weights`` only."""
+    empty paths, permitted by ``teacher.allow_random_weights`` only (none while language is off)."""
     t = cfg.teacher
-    if t.segmenter != "sam" or not t.allow_random_weights:
+    if t.segmenter != "sam" or not t.allow_random_weights or not cfg.language.enabled:
         return []
     return [name for name, path in (("SAM", t.sam_checkpoint), ("CLIP", t.clip_pretrained)) if not path]
 
