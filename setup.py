@@ -13,6 +13,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["gags_ros", "gags_ros.*"]),
+    package_data={"gags_ros": ["assets/*.jpg"]},
     install_requires=[
         "numpy>=1.24",
         "scipy>=1.10",
@@ -33,6 +34,7 @@ setup(
             "gags-launch = gags_ros.ros.launcher:main",
             "gags-demo = gags_ros.demo:main",
             "gags-config = gags_ros.core.config:main",
+            "gags-doctor = gags_ros.doctor:main",
         ],
     },
 )

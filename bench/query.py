@@ -128,7 +128,7 @@ def text_encoder_for_timing(device: torch.device):
     try:
         from gags_ros.core.teachers.clip import load_clip
 
-        model, tok = load_clip("ViT-B-16", "", device)   # random weights: the same cost as trained ones
+        model, tok = load_clip("ViT-B-16", "", device, allow_random_weights=True)  # same cost as trained
 
         def enc(texts):
             with torch.no_grad():

@@ -56,9 +56,13 @@ def synthetic_keyframe(h: int, w: int, seed: int):
     return frame, depth.astype(np.float32), (0.6 * depth).astype(np.float32), density
 
 
+# The synthetic keyframes have D_min = 0.6 D: r = 1.67, n = 6 in each of 8 x 8 patches (GAGS Eq. 1).
+EQ1_PROMPTS = 64 * 6 * 6
+
+
 def configure(cfg: GagsConfig, prompts: int, filters: str, quick: bool) -> None:
     t = cfg.teacher
-    t.max_prompts = prompts
+    t.prompt_scale = min(1.0, prompts / EQ1_PROMPTS)  # about ``prompts`` per keyframe (records the count)
     t.prompt_batch = min(t.prompt_batch, prompts)
     if filters == "none":
         # Set directly (not through config validation): thresholds below any score, NMS that never fires.
@@ -76,7 +80,8 @@ def build_models(model: str, device: str, quick: bool, half: bool):
     if quick:
         sam, (clip, tok) = build_tiny_sam(device), build_tiny_clip(device)
     else:
-        sam, (clip, tok) = load_sam(model, "", device), load_clip("ViT-B-16", "", device, half)
+        sam = load_sam(model, "", device, allow_random_weights=True)
+        clip, tok = load_clip("ViT-B-16", "", device, half, allow_random_weights=True)
     return sam, clip, tok
 
 

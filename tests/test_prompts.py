@@ -25,7 +25,7 @@ def per_patch(values, patches=8, h=H, w=W):
 
 def sampler(**kw):
     cfg = TeacherConfig()
-    cfg.max_prompts = 100_000
+    cfg.prompt_scale = 1.0  # Eq. 1's counts themselves
     for k, v in kw.items():
         setattr(cfg, k, v)
     return PromptSampler(cfg, seed=7)
@@ -79,7 +79,7 @@ def test_points_per_patch_follow_n_and_stay_in_their_patch():
 
 
 def test_constant_depth_stand_in():
-    pr = sampler(max_prompts=1024).sample(H, W)
+    pr = sampler().sample(H, W)
     assert (pr.ratio == 1).all() and (pr.n == 4).all() and len(pr) == 1024
     same = sampler().sample(H, W, depth=torch.full((H, W), 3.0))  # a depth image but no record
     assert (same.n == 4).all()
@@ -125,15 +125,46 @@ def test_sampling_matches_random_density_and_is_uniform_where_empty():
         assert chisquare(obs[nz], expect[nz] / expect.sum() * obs.sum()).pvalue > 1e-3
 
 
-def test_cap_subsamples_deterministically_per_key():
-    depth, dmin = torch.full((H, W), 3.0), torch.ones(H, W)
-    full = sampler().sample(H, W, depth=depth, min_depth=dmin, key=5)
-    capped = sampler(max_prompts=300).sample(H, W, depth=depth, min_depth=dmin, key=5)
-    again = sampler(max_prompts=300).sample(H, W, depth=depth, min_depth=dmin, key=5)
-    other = sampler(max_prompts=300).sample(H, W, depth=depth, min_depth=dmin, key=6)
-    assert len(full) == 64 * 144 and len(capped) == 300
-    assert np.array_equal(capped.points, again.points) and not np.array_equal(capped.points, other.points)
-    assert {tuple(p) for p in capped.points} <= {tuple(p) for p in full.points}
+def test_scale_keeps_expected_counts_and_is_deterministic_per_key():
+    ratios = torch.tensor(np.random.default_rng(2).uniform(1.0, 3.0, (8, 8)), dtype=torch.float32)
+    depth, dmin = per_patch(ratios), torch.ones(H, W)
+    n = points_per_side(ratios, 20)
+    scaled = sampler(prompt_scale=0.3).sample(H, W, depth=depth, min_depth=dmin, key=5)
+    again = sampler(prompt_scale=0.3).sample(H, W, depth=depth, min_depth=dmin, key=5)
+    other = sampler(prompt_scale=0.3).sample(H, W, depth=depth, min_depth=dmin, key=6)
+    want = 0.3 * n.double() ** 2  # randomised rounding: floor or ceil of the scaled count
+    assert ((scaled.counts == torch.floor(want)) | (scaled.counts == torch.ceil(want))).all()
+    rows, cols = patch_of(scaled.points)
+    counts = np.zeros((8, 8), int)
+    np.add.at(counts, (rows, cols), 1)
+    assert np.array_equal(counts, scaled.counts.numpy())
+    assert np.array_equal(scaled.points, again.points) and not np.array_equal(scaled.points, other.points)
+    # Over many keys the mean count per patch is the scaled count (ratios between patches survive).
+    mean = torch.stack([sampler(prompt_scale=0.3).sample(H, W, depth=depth, min_depth=dmin, key=k).counts
+                        for k in range(200)]).double().mean(0)
+    assert torch.allclose(mean, want, atol=0.15)
+
+
+def test_views_at_1_and_3_m_prompt_a_surface_equally_densely():
+    """GaS under the default budget: a textured plane (Gaussians on a 1 cm grid) seen at 1 m, then
+    at 3 m, 640 x 480. The surface both views see gets the same prompt density per square metre."""
+    h, w, f = 480, 640, 500.0
+    k = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]])
+    g = torch.arange(-2.0, 2.0, 0.01)
+    yy, xx = torch.meshgrid(g[50:-50], g, indexing="ij")  # 3 x 4 m: fills the far view
+    plane = torch.stack([xx.reshape(-1), yy.reshape(-1), torch.zeros(xx.numel())], 1)
+    rec, s = MinDepthRecord(), PromptSampler(TeacherConfig(), seed=3)  # the default prompt_scale
+    density = {}
+    for key, dist in enumerate((1.0, 3.0)):  # keyframes in this order: the record knows 1 m first
+        depth = torch.full((h, w), dist)
+        view = rec.observe(plane, pose(-dist), k, depth)
+        pr = s.sample(h, w, depth=depth, min_depth=view.min_depth, density=view.density, key=key)
+        x = (pr.points[:, 0] - w / 2) * dist / f  # on the plane, metres
+        y = (pr.points[:, 1] - h / 2) * dist / f
+        inside = (np.abs(x) < 0.48) & (np.abs(y) < 0.36)  # the surface under the far view's 4 central patches
+        density[dist] = inside.sum() / (0.96 * 0.72)
+    assert density[1.0] > 100  # prompts per square metre
+    assert abs(density[3.0] / density[1.0] - 1) < 0.2, density
 
 
 def test_uniform_mode():
@@ -141,8 +172,6 @@ def test_uniform_mode():
 
     pr = sampler(prompt_mode="uniform", uniform_points_per_side=16).sample(H, W)
     assert np.allclose(pr.points, build_point_grid(16) * [W, H]) and pr.n is None
-    capped = sampler(prompt_mode="uniform", uniform_points_per_side=16, max_prompts=100)
-    assert len(capped.sample(H, W)) == 100
 
 
 # ---- minimum-depth record ------------------------------------------------------------------------

@@ -15,8 +15,13 @@ def test_query_service_across_processes(ros_env, rclpy_context, tmp_path, capfd)
     from gags_ros.ros.launcher import specs_from_args, start
     from gags_ros.srv import ClassifyObjects, Query, RetrieveObjects
 
-    (proc,) = start(specs_from_args([f"params_file:={ROOT / 'config' / 'mapping.yaml'}", "device:=cpu"]),
-                    env=ros_env)
+    from gags_ros.core.config import GagsConfig, ros_params_yaml
+
+    cfg = GagsConfig()  # the shipped parameters, with random teacher weights (none can be had here)
+    cfg.teacher.allow_random_weights, cfg.teacher.clip_pretrained = True, ""
+    params = tmp_path / "mapping.yaml"
+    params.write_text(ros_params_yaml(cfg))
+    (proc,) = start(specs_from_args([f"params_file:={params}", "device:=cpu"]), env=ros_env)
     node = Node("query_client", context=rclpy_context)
     try:
         client = node.create_client(Query, "gags/query")

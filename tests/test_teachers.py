@@ -140,8 +140,8 @@ def test_clip_embeddings_and_text_cache(tiny_clip):
 def test_sam_levels_are_ordered_by_area(tiny_sam):
     cfg = GagsConfig().teacher
     seg = SamSegmenter(tiny_sam, cfg, "cpu")
-    x = seg.transform.apply_image_torch(torch.rand(1, 3, 48, 64) * 255)
-    emb = tiny_sam.image_encoder(tiny_sam.preprocess(x))
+    x, _ = seg.encoder_input(torch.rand(1, 3, 48, 64) * 255)
+    emb = tiny_sam.image_encoder(x)
     pts = torch.rand(20, 2) * torch.tensor([64.0, 48.0])
     low, iou = seg._decode(emb, tiny_sam.prompt_encoder.get_dense_pe(), pts, (48, 64))
     assert low.shape[:2] == (20, 3) and iou.shape == (20, 3)
@@ -165,6 +165,90 @@ def test_sam_segment_shapes_and_working_size(tiny_sam):
     assert set(seg.timings) == {"image_encoder", "decoder", "filtering_nms"}
     none = seg.segment(fr, np.zeros((0, 2)))
     assert all(lv.masks.shape == (0, 64, 85) for lv in none)
+
+
+class RecordingEncoder(torch.nn.Module):
+    """SAM's image encoder interface: records its input, returns a constant embedding."""
+
+    def __init__(self, img_size=1024):
+        super().__init__()
+        self.img_size, self.seen = img_size, None
+
+    def forward(self, x):
+        self.seen = x.clone()
+        return torch.zeros(1, 1, self.img_size // 16, self.img_size // 16)
+
+
+class CoordPromptEncoder(torch.nn.Module):
+    """SAM's prompt encoder interface: the sparse embedding is the point itself, in continuous
+    coordinates of SAM's input frame (+0.5: SAM's prompt encoder takes points as pixel indices)."""
+
+    def get_dense_pe(self):
+        return torch.zeros(1, 1, 64, 64)
+
+    def forward(self, points, boxes, masks):
+        coords, _ = points
+        return coords + 0.5, torch.zeros(coords.shape[0], 1, 64, 64)
+
+
+class DiscDecoder(torch.nn.Module):
+    """SAM's mask decoder interface: three discs (radius 20, 40, 80 px of SAM's input frame) around
+    each prompt, as signed-distance logits on SAM's low-res grid (pixel j covers [4j, 4j + 4))."""
+
+    def __init__(self, img_size=1024):
+        super().__init__()
+        self.img_size = img_size
+
+    def forward(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
+                multimask_output):
+        n = self.img_size // 4
+        c = (torch.arange(n) * 4 + 2.0)
+        p = sparse_prompt_embeddings[:, 0]  # [B, 2] (x, y)
+        d = torch.hypot(c[None, None, :] - p[:, 0, None, None], c[None, :, None] - p[:, 1, None, None])
+        low = torch.stack([r - d for r in (20.0, 40.0, 80.0)], 1)
+        return low, torch.ones(low.shape[0], 3)
+
+
+@pytest.mark.parametrize("w,h", [(640, 480), (1280, 720), (1920, 1080), (800, 800)])
+def test_sam_sees_the_whole_image_and_masks_land_on_their_prompts(w, h):
+    """The encoder sees the frame at its own aspect, longest side 1024, zero-padded; a prompt's
+    masks are centred on the prompted frame pixel (SAM's own preprocess / postprocess run)."""
+    from segment_anything.modeling import Sam
+
+    sam = Sam(RecordingEncoder(), CoordPromptEncoder(), DiscDecoder()).eval()
+    cfg = GagsConfig().teacher
+    cfg.pred_iou_thresh = cfg.stability_score_thresh = cfg.mask_nms_score = 0.0
+    cfg.max_image_height = 1080
+    seg = SamSegmenter(sam, cfg, "cpu")
+    # Red encodes the column, green the row, as fractions of the frame's width / height.
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([(xx + 0.5) / w * 255, (yy + 0.5) / h * 255, np.full_like(xx, 128.0)], -1).astype(np.float32)
+    fr = Frame(img, np.eye(4), Intrinsics(500.0, 500.0, w / 2, h / 2, w, h))
+    prompts = [(w * 0.5, h * 0.5), (w * 0.1, h * 0.15), (w * 0.9, h * 0.85), (w * 0.2, h * 0.8)]
+    judged = 0
+    for k, (px, py) in enumerate(prompts):
+        levels = seg.segment(fr, np.array([[px, py]]))
+        if k == 0:
+            ih, iw = round(h * 1024 / max(h, w)), round(w * 1024 / max(h, w))
+            x = sam.image_encoder.seen[0]
+            assert x.shape == (3, 1024, 1024)
+            content = (x != 0).any(0)  # blue 128 is never 0 after normalisation; the padding is 0
+            rows, cols = torch.nonzero(content, as_tuple=True)
+            assert (int(rows.max()) + 1, int(cols.max()) + 1) == (ih, iw) and bool(content[:ih, :iw].all())
+            seen = x * sam.pixel_std + sam.pixel_mean  # undo SAM's normalisation
+            # Row v / column u of SAM's input show frame row v * h / ih / column u * w / iw.
+            v, u = torch.arange(ih, dtype=torch.float32), torch.arange(iw, dtype=torch.float32)
+            assert torch.allclose(seen[1, :ih, 0] / 255, (v + 0.5) / ih, atol=2 / ih + 1e-3)
+            assert torch.allclose(seen[0, 0, :iw] / 255, (u + 0.5) / iw, atol=2 / iw + 1e-3)
+        for lv in levels:
+            assert lv.masks.shape == (1, h, w)
+            ys, xs = torch.nonzero(lv.masks[0], as_tuple=True)
+            # Masks clipped by the frame border are not round: judge the unclipped ones only.
+            if int(ys.min()) > 0 and int(xs.min()) > 0 and int(ys.max()) < h - 1 and int(xs.max()) < w - 1:
+                cy, cx = ys.float().mean() + 0.5, xs.float().mean() + 0.5  # pixel i covers [i, i + 1)
+                assert abs(float(cx) - px) <= 2 and abs(float(cy) - py) <= 2, (k, float(cx), float(cy))
+                judged += 1
+    assert judged >= 2 * len(prompts)
 
 
 class FixedSegmenter:
@@ -195,7 +279,7 @@ def test_paint_level_smallest_wins():
 
 def test_keyframe_teacher_level_maps(tiny_clip):
     cfg = GagsConfig()
-    cfg.teacher.max_prompts = 50
+    cfg.teacher.prompt_scale = 1 / 16  # no depth: r = 1, n = 4 -> one prompt in each of 8 x 8 patches
     seg = FixedSegmenter(40, 60)
     emb = ClipEmbedder(*tiny_clip, "cpu", crop_size=32)
     teacher = KeyframeTeacher(cfg, seg, emb, "cpu")
@@ -207,8 +291,8 @@ def test_keyframe_teacher_level_maps(tiny_clip):
     assert (sub[0:5, 0:10] == 0).all() and (sub[10:15, 5:15] == 1).all() and (sub[5:10, 5:10] == 0).all()
     assert (sub[20:, :] == -1).all() and (part[:30, :30] == 2).all() and (part[30:] == -1).all()
     assert (whole == -1).all()
-    assert seg.points.shape == (50, 2)  # the capped prompts reached the segmenter
-    assert teacher.stats == {"prompts": 50, "masks_subpart": 2, "masks_part": 1, "masks_whole": 0}
+    assert seg.points.shape == (64, 2)  # the scaled prompts reached the segmenter
+    assert teacher.stats == {"prompts": 64, "masks_subpart": 2, "masks_part": 1, "masks_whole": 0}
     assert {"prompts", "crops", "clip", "level_maps", "total"} <= set(teacher.timings)
     dense = out.level_features(1)
     assert dense.shape == (40, 60, emb.dim) and torch.all(dense[35, 35] == 0)
@@ -217,7 +301,7 @@ def test_keyframe_teacher_level_maps(tiny_clip):
 def test_keyframe_teacher_end_to_end_tiny_models(tiny_sam, tiny_clip):
     cfg = GagsConfig()
     t = cfg.teacher
-    t.max_prompts, t.prompt_batch, t.min_mask_area = 64, 32, 20
+    t.prompt_scale, t.prompt_batch, t.min_mask_area = 1 / 64, 32, 20  # r = 2: n = 8, 1 prompt per patch
     t.pred_iou_thresh = t.stability_score_thresh = 0.0  # random models: let masks through
     t.mask_nms_score = 0.0
     seg, emb = SamSegmenter(tiny_sam, t, "cpu"), ClipEmbedder(*tiny_clip, "cpu", 32, 16)
@@ -253,6 +337,68 @@ def test_teacher_cache_is_bounded_lru():
 
 # ---- checkpoints ---------------------------------------------------------------------------------
 
+def test_sam_without_checkpoint_refuses_to_configure():
+    """The shipped defaults (segmenter sam, no checkpoint) refuse, naming the parameter and the file
+    to put where; random weights only with teacher.allow_random_weights (CLIP alike)."""
+    from gags_ros.core.config import ConfigError
+    from gags_ros.core.teachers.pipeline import check_teacher_weights, random_weight_models
+
+    cfg = GagsConfig()
+    with pytest.raises(ConfigError) as e:
+        check_teacher_weights(cfg)
+    msg = str(e.value)
+    assert "teacher.sam_checkpoint is empty" in msg and "sam_vit_h_4b8939.pth" in msg
+    assert SAM_CHECKPOINT_URLS["vit_h"] in msg and "~/.ros/gags_models/sam_vit_h_4b8939.pth" in msg
+    assert "teacher.allow_random_weights: true" in msg
+    with pytest.raises(ConfigError, match="teacher.sam_checkpoint is empty"):
+        build_teacher(cfg, "cpu")
+    with pytest.raises(CheckpointNotFoundError, match="sam_vit_b_01ec64.pth"):
+        load_sam("vit_b", "", "cpu")
+    cfg.teacher.allow_random_weights = True  # SAM may now be random; CLIP's empty tag still refused
+    cfg.teacher.clip_pretrained = ""
+    assert random_weight_models(cfg) == ["SAM", "CLIP"]
+    check_teacher_weights(cfg)
+    cfg.teacher.allow_random_weights = False
+    cfg.teacher.segmenter = "sim"
+    check_teacher_weights(cfg)  # the simulated teacher needs no weights
+    assert random_weight_models(cfg) == []
+    cfg.teacher.segmenter = "sam"
+    cfg.language.enabled = False
+    check_teacher_weights(cfg)  # no teacher is built
+
+
+def test_clip_without_weights_refuses_to_configure(tmp_path):
+    from gags_ros.core.config import ConfigError
+    from gags_ros.core.teachers.pipeline import check_teacher_weights
+
+    ckpt = tmp_path / "sam.pth"
+    ckpt.write_bytes(b"")
+    cfg = GagsConfig()
+    cfg.teacher.sam_checkpoint, cfg.teacher.clip_pretrained = str(ckpt), ""
+    with pytest.raises(ConfigError, match="teacher.clip_pretrained is empty.*laion2b_s34b_b88k.*"
+                                          "teacher.allow_random_weights: true"):
+        check_teacher_weights(cfg)
+    with pytest.raises(ClipWeightsError, match="teacher.clip_pretrained is empty"):
+        load_clip("ViT-B-16", "", "cpu")
+    cfg.teacher.allow_random_weights = True
+    check_teacher_weights(cfg)
+    from gags_ros.core.teachers.pipeline import random_weight_models
+
+    assert random_weight_models(cfg) == ["CLIP"]
+
+
+def test_weight_paths_may_start_at_home(tmp_path, monkeypatch):
+    """The refusal messages suggest ~/.ros/gags_models/...: such paths are found."""
+    from gags_ros.core.teachers.clip import resolve_clip_weights
+    from gags_ros.core.teachers.sam import check_sam_weights
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "sam.pth").write_bytes(b"")
+    (tmp_path / "clip.bin").write_bytes(b"")
+    check_sam_weights("vit_b", "~/sam.pth")
+    assert resolve_clip_weights("ViT-B-16", "~/clip.bin")["pretrained"] == str(tmp_path / "clip.bin")
+
+
 def test_missing_sam_checkpoint_names_file_and_downloads(tmp_path):
     path = tmp_path / "sam_vit_b.pth"
     with pytest.raises(CheckpointNotFoundError) as e:
@@ -272,6 +418,36 @@ def test_missing_clip_weights_are_explained(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
     with pytest.raises(ClipWeightsError, match="laion2b_s34b_b88k.*not in the local cache.*clip_pretrained"):
         load_clip("ViT-B-16", "laion2b_s34b_b88k", "cpu")
+
+
+def test_clip_tags_keep_their_activation_when_loaded_from_the_cache(tmp_path, monkeypatch, tiny_clip):
+    """Every ViT-B-16 tag, resolved to its file in the local Hugging Face cache (a tiny random
+    checkpoint here), is built with the activation open_clip's pretrained registry gives the tag:
+    QuickGELU for openai / dfn2b / metaclip_*, GELU otherwise."""
+    import huggingface_hub.constants
+    import open_clip
+    from open_clip.transformer import QuickGELU
+
+    from gags_ros.core.teachers.clip import tiny_clip_config
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    state = tmp_path / "tiny.bin"
+    torch.save(tiny_clip[0].state_dict(), state)
+    quick = set()
+    for tag in open_clip.list_pretrained_tags_by_model("ViT-B-16"):
+        repo = open_clip.get_pretrained_cfg("ViT-B-16", tag)["hf_hub"].rstrip("/")
+        root = tmp_path / f"models--{repo.replace('/', '--')}"
+        (root / "refs").mkdir(parents=True)
+        (root / "refs" / "main").write_text("0" * 40)
+        (root / "snapshots" / ("0" * 40)).mkdir(parents=True)
+        (root / "snapshots" / ("0" * 40) / "open_clip_pytorch_model.bin").symlink_to(state)
+        model, _ = load_clip("ViT-B-16", tag, "cpu", **tiny_clip_config())
+        acts = {type(m) for m in model.modules() if isinstance(m, (QuickGELU, torch.nn.GELU))}
+        expected = QuickGELU if open_clip.get_pretrained_cfg("ViT-B-16", tag).get("quick_gelu") else torch.nn.GELU
+        assert acts == {expected}, tag
+        assert torch.equal(model.visual.proj, tiny_clip[0].visual.proj)  # the cached file was loaded
+        quick |= {tag} if expected is QuickGELU else set()
+    assert {"openai", "dfn2b", "metaclip_400m", "metaclip_fullcc"} <= quick and "laion2b_s34b_b88k" not in quick
 
 
 def test_sim_teacher_missing_module_is_named(monkeypatch):
@@ -297,6 +473,7 @@ def test_build_teacher_real_architectures_random_init():
     cfg = GagsConfig()
     cfg.teacher.sam_model = "vit_b"  # vit_h is 2.5 GB: the GPU benchmark builds that one
     cfg.teacher.clip_pretrained = ""  # random init: no weights can be had here
+    cfg.teacher.allow_random_weights = True
     teacher = build_teacher(cfg, "cpu")
     assert teacher.embedder.dim == 512
     assert sum(p.numel() for p in teacher.segmenter.sam.parameters()) > 90e6
@@ -316,7 +493,7 @@ def test_benchmark_quick_mode_runs(capsys):
 def test_keyframe_teacher_on_cuda(tiny_clip):
     cfg = GagsConfig()
     t = cfg.teacher
-    t.max_prompts, t.prompt_batch = 64, 32
+    t.prompt_scale, t.prompt_batch = 1 / 16, 32  # r = 1: n = 4, 1 prompt per patch
     t.pred_iou_thresh = t.stability_score_thresh = t.mask_nms_score = 0.0
     from open_clip.model import convert_weights_to_lp
 

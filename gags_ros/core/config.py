@@ -111,16 +111,19 @@ class TeacherConfig:
                                      read_only=True)
     sam_model: str = param("vit_h", "segment_anything registry name", choices=["vit_h", "vit_l", "vit_b"],
                            read_only=True)
-    sam_checkpoint: str = param("", "Path of the SAM checkpoint (.pth); empty = random initialisation "
-                                "(tests and benchmarks only: no semantics)", read_only=True)
+    sam_checkpoint: str = param("", "Path of the SAM checkpoint (.pth) of sam_model; empty = random "
+                                "initialisation, refused unless allow_random_weights", read_only=True)
     prompt_mode: str = param("granularity", "Prompt placement: granularity (GAGS Eq. 1) or uniform grid",
                              choices=["granularity", "uniform"])
     prompt_patches: int = param(8, "Image split into this many patches per side for prompt density",
                                 unit="patches", lo=1, hi=64)
     prompt_n_max: int = param(20, "Upper clamp of n (n*n prompts per patch)", lo=1, hi=64)
     uniform_points_per_side: int = param(16, "Uniform mode: points per image side", lo=1, hi=128)
-    max_prompts: int = param(1024, "Cap on prompts per keyframe (subsampled above it)", unit="prompts",
-                             lo=1, hi=100_000)
+    prompt_scale: float = param(0.25, "Granularity mode: each patch gets this fraction of Eq. 1's n*n "
+                                "prompts (randomised rounding), the same in every view, so prompt density "
+                                "per unit of surface stays equal across views; 0.25 = 256 prompts for a "
+                                "view at r = 1 with 8 x 8 patches, at most 0.25 * 64 * prompt_n_max^2",
+                                lo=0.001, hi=1.0)
     prompt_batch: int = param(256, "Prompts decoded per SAM batch", unit="prompts", lo=1, hi=8192)
     pred_iou_thresh: float = param(0.7, "Keep masks whose predicted IoU is at least this", lo=0.0, hi=1.0)
     stability_score_thresh: float = param(0.85, "Keep masks whose stability score is at least this",
@@ -143,8 +146,12 @@ class TeacherConfig:
                                  "(CPU always float32)", read_only=True)
     clip_model: str = param("ViT-B-16", "open_clip model name", read_only=True)
     clip_pretrained: str = param("laion2b_s34b_b88k", "open_clip pretrained tag or path of a local "
-                                 "weights file; empty = random initialisation (no semantics)",
-                                 read_only=True)
+                                 "weights file; empty = random initialisation, refused unless "
+                                 "allow_random_weights", read_only=True)
+    allow_random_weights: bool = param(False, "Allow randomly initialised SAM / CLIP where sam_checkpoint / "
+                                       "clip_pretrained is empty: tests and benchmarks only (masks and "
+                                       "embeddings mean nothing; status and diagnostics say so)",
+                                       read_only=True)
     crop_size: int = param(224, "CLIP input crop size", unit="px", lo=32, hi=1024, read_only=True)
     clip_batch: int = param(128, "Crops encoded per CLIP batch", unit="crops", lo=1, hi=4096)
     cache_keyframes: int = param(256, "Keyframes whose teacher outputs are kept for distillation",

@@ -42,6 +42,7 @@ from ..core.paths import resolve_map_path
 from ..core.pipeline import GagsPipeline, NoMapError
 from ..core.query import check_query_text
 from ..core.rejections import RejectionLog
+from ..core.teachers.pipeline import check_teacher_weights, random_weight_models
 from ..core.tf_buffer import TransformBuffer
 from ..core.types import PoseError
 from ..core.worker import Worker, WorkerBusy
@@ -66,6 +67,8 @@ class MappingNode(Node):
                  node_name: str = "gags_mapping", **kwargs):
         super().__init__(node_name, **kwargs)
         self.cfg = declare_config(self)
+        if pipeline_factory is None:  # the real teacher: refuse missing weights now, not at a keyframe
+            check_teacher_weights(self.cfg)
         factory = pipeline_factory or (lambda cfg: GagsPipeline(cfg))
         removed = remove_stale_temp_files(os.path.expanduser(self.cfg.save_dir))
         if removed:
@@ -448,7 +451,12 @@ class MappingNode(Node):
         dropped = self.worker.frames.dropped + self.assembler.dropped_waiting
         if dropped > self._dropped_seen[0]:
             self._dropped_seen = (dropped, now)
-        msg = MappingStatus(header=self.header(), state=state, message=self.current_message(),
+        message = self.current_message()
+        untrained = random_weight_models(self.cfg)
+        if untrained:  # on every report: answers of an untrained teacher mean nothing
+            note = f"RANDOM WEIGHTS (teacher.allow_random_weights): {' and '.join(untrained)} untrained"
+            message = f"{note}; {message}" if message else note
+        msg = MappingStatus(header=self.header(), state=state, message=message,
                             keyframes=int(s.get("keyframes", 0)), gaussians=int(s.get("gaussians", 0)),
                             mapping_steps=int(s.get("mapping_steps", 0)),
                             language_steps=int(s.get("language_steps", 0)),
@@ -487,6 +495,8 @@ class MappingNode(Node):
             summary += f"; in the last {expiry:g} s: " + "; ".join(problems)
         if s.state == "error":
             level, summary = DiagnosticStatus.ERROR, f"error: {s.message}"
+        elif s.message.startswith("RANDOM WEIGHTS"):
+            level, summary = DiagnosticStatus.WARN, f"{summary}; {s.message}"
         values = {"keyframes": s.keyframes, "gaussians": s.gaussians, "mapping_steps": s.mapping_steps,
                   "language_steps": s.language_steps, "frames_received": s.frames_received,
                   "frames_dropped": s.frames_dropped, "frames_rejected": s.frames_rejected,

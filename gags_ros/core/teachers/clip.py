@@ -9,8 +9,8 @@ CUDA when ``half_precision``, float32 on CPU; the crops themselves are computed 
 
 Weights: ``clip_pretrained`` is an open_clip tag (looked up in the local Hugging Face cache only:
 the robot never reaches the network at run time) or the path of a weights file; empty builds the
-same architecture with random initialisation, for tests and benchmarks only (real cost, no
-semantics).
+same architecture with random initialisation, only with ``allow_random_weights``: for tests and
+benchmarks only (real cost, no semantics).
 """
 
 from __future__ import annotations
@@ -33,19 +33,34 @@ class ClipWeightsError(FileNotFoundError):
     """Configured CLIP weights that are not on disk; the message says how to provide them."""
 
 
-def _resolve_pretrained(model_name: str, pretrained: str):
-    """``(checkpoint file or None, preprocess overrides)`` for a tag, a path or empty."""
+def resolve_clip_weights(model_name: str, pretrained: str, allow_random_weights: bool = False) -> dict:
+    """``open_clip.create_model`` keyword arguments for a tag, a path or empty (random
+    initialisation, only with ``allow_random_weights``): ``pretrained`` (a file or None),
+    ``force_preprocess_cfg`` (the tag's mean / std) and ``force_quick_gelu``. Raises
+    :class:`ClipWeightsError` naming the parameter and the weights to provide.
+
+    A tag is resolved to its file in the local cache, and open_clip applies a tag's activation only
+    when it loads by tag: tags trained with QuickGELU (``quick_gelu`` in open_clip's pretrained
+    registry: ViT-B-16 ``openai``, ``dfn2b``, ``metaclip_*``) would otherwise get plain GELU, degraded
+    embeddings and no error. A file path carries no tag: name a ``-quickgelu`` model for such weights.
+    """
     import open_clip
 
+    hint = (f"Provide the weights as a file and set teacher.clip_pretrained to its path. A randomly "
+            f"initialised {model_name} (tests and benchmarks only: no semantics) needs an empty "
+            f"teacher.clip_pretrained and teacher.allow_random_weights: true.")
     if not pretrained:
-        return None, {}
+        if allow_random_weights:
+            return dict(pretrained=None, force_preprocess_cfg=None, force_quick_gelu=False)
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        raise ClipWeightsError(f"teacher.clip_pretrained is empty, and teacher.segmenter 'sam' needs CLIP "
+                               f"weights for {model_name}: set it to an open_clip tag whose weights are in "
+                               f"the local Hugging Face cache (tags of {model_name}: {tags}) or to the path "
+                               f"of a weights file, e.g. ~/.ros/gags_models/{model_name}.bin. {hint}")
     looks_like_path = Path(pretrained).suffix in _WEIGHT_SUFFIXES or "/" in pretrained
-    if Path(pretrained).is_file():
-        return pretrained, {}
+    if Path(pretrained).expanduser().is_file():
+        return dict(pretrained=str(Path(pretrained).expanduser()), force_preprocess_cfg=None, force_quick_gelu=False)
     tag_cfg = None if looks_like_path else open_clip.get_pretrained_cfg(model_name, pretrained)
-    hint = (f"Provide the weights as a file and set teacher.clip_pretrained to its path, or set it to an "
-            f"empty string for a randomly initialised {model_name} (tests and benchmarks only: no "
-            f"semantics).")
     if not tag_cfg:
         if looks_like_path:
             raise ClipWeightsError(f"CLIP weights file not found: {pretrained} (teacher.clip_pretrained, "
@@ -60,7 +75,8 @@ def _resolve_pretrained(model_name: str, pretrained: str):
         for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
             hit = try_to_load_from_cache(repo, name)
             if isinstance(hit, str):
-                return hit, {k: tag_cfg[k] for k in ("mean", "std") if k in tag_cfg}
+                return dict(pretrained=hit, force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+                            force_preprocess_cfg={k: tag_cfg[k] for k in ("mean", "std") if k in tag_cfg} or None)
     where = f"https://huggingface.co/{repo} (open_clip_pytorch_model.bin)" if repo else tag_cfg.get("url", "")
     raise ClipWeightsError(
         f"open_clip weights of tag {pretrained!r} for {model_name} are not in the local cache, and this "
@@ -70,30 +86,35 @@ def _resolve_pretrained(model_name: str, pretrained: str):
         f"(fills the Hugging Face cache) or from {where}. {hint}")
 
 
-def load_clip(model_name: str, pretrained: str, device: str | torch.device, half: bool = True):
-    """``(model, tokenizer)`` of open_clip in eval mode; float16 on CUDA when ``half``."""
+def load_clip(model_name: str, pretrained: str, device: str | torch.device, half: bool = True,
+              allow_random_weights: bool = False, **model_kwargs):
+    """``(model, tokenizer)`` of open_clip in eval mode; float16 on CUDA when ``half``.
+    ``pretrained``: see :func:`resolve_clip_weights`. ``model_kwargs`` override the model's
+    configuration (e.g. ``vision_cfg``; tests build tiny towers this way)."""
     import open_clip
 
     device = torch.device(device)
-    ckpt, preprocess = _resolve_pretrained(model_name, pretrained)
+    weights = resolve_clip_weights(model_name, pretrained, allow_random_weights)
     precision = "fp16" if (half and device.type == "cuda") else "fp32"
-    model = open_clip.create_model(model_name, pretrained=ckpt, device=device, precision=precision,
-                                   force_preprocess_cfg=preprocess or None)
+    model = open_clip.create_model(model_name, device=device, precision=precision, **weights, **model_kwargs)
     return model.eval().requires_grad_(False), open_clip.get_tokenizer(model_name)
+
+
+def tiny_clip_config(embed_dim: int = 32, image_size: int = 32) -> dict:
+    """``open_clip.create_model`` overrides that shrink ViT-B-16's towers to a few hundred thousand
+    parameters (the real tokenizer and vocabulary): for CPU tests and quick benchmark runs."""
+    return dict(embed_dim=embed_dim,
+                vision_cfg=dict(image_size=image_size, layers=1, width=32, head_width=16, patch_size=8),
+                text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1))
 
 
 def build_tiny_clip(device: str | torch.device = "cpu", embed_dim: int = 32, image_size: int = 32,
                     seed: int = 0):
-    """``(model, tokenizer)``: a randomly initialised open_clip CLIP with tiny towers (the real
-    tokenizer and vocabulary), for CPU tests and quick benchmark runs."""
-    import open_clip
-
+    """``(model, tokenizer)``: a randomly initialised open_clip CLIP with tiny towers
+    (:func:`tiny_clip_config`)."""
     torch.manual_seed(seed)
-    model = open_clip.create_model(
-        "ViT-B-16", pretrained=None, device=device, embed_dim=embed_dim,
-        vision_cfg=dict(image_size=image_size, layers=1, width=32, head_width=16, patch_size=8),
-        text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1))
-    return model.eval().requires_grad_(False), open_clip.get_tokenizer("ViT-B-16")
+    return load_clip("ViT-B-16", "", device, half=False, allow_random_weights=True,
+                     **tiny_clip_config(embed_dim, image_size))
 
 
 def square_boxes(masks: torch.Tensor) -> torch.Tensor:
@@ -159,7 +180,8 @@ class ClipEmbedder:
     def from_config(cls, cfg, device: str | torch.device,
                     canonical_phrases: Sequence[str] = CANONICAL_PHRASES) -> "ClipEmbedder":
         """``cfg``: TeacherConfig (``clip_model``, ``clip_pretrained``, ``crop_size``, ``clip_batch``)."""
-        model, tok = load_clip(cfg.clip_model, cfg.clip_pretrained, device, cfg.half_precision)
+        model, tok = load_clip(cfg.clip_model, cfg.clip_pretrained, device, cfg.half_precision,
+                               cfg.allow_random_weights)
         return cls(model, tok, device, cfg.crop_size, cfg.clip_batch, canonical_phrases)
 
     def _image(self, frame: Frame, size) -> torch.Tensor:

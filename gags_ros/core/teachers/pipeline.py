@@ -153,10 +153,40 @@ class TeacherCache:
         return list(self._items)
 
 
+def random_weight_models(cfg) -> List[str]:
+    """Names of the teacher models ``cfg`` (GagsConfig) runs with random weights ("SAM", "CLIP"):
+    empty paths, permitted by ``teacher.allow_random_weights`` only (none while language is off)."""
+    t = cfg.teacher
+    if t.segmenter != "sam" or not t.allow_random_weights or not cfg.language.enabled:
+        return []
+    return [name for name, path in (("SAM", t.sam_checkpoint), ("CLIP", t.clip_pretrained)) if not path]
+
+
+def check_teacher_weights(cfg) -> None:
+    """Raise :class:`~gags_ros.core.config.ConfigError` when ``cfg`` (GagsConfig) would teach with
+    missing weights, or with random ones that ``teacher.allow_random_weights`` does not permit; the
+    message names the parameter and the file to put where. Loads nothing; CLIP tags are looked up in
+    the local Hugging Face cache."""
+    from ..config import ConfigError
+
+    t = cfg.teacher
+    if t.segmenter != "sam" or not cfg.language.enabled:
+        return
+    from .clip import ClipWeightsError, resolve_clip_weights
+    from .sam import CheckpointNotFoundError, check_sam_weights
+
+    try:
+        check_sam_weights(t.sam_model, t.sam_checkpoint, t.allow_random_weights)
+        resolve_clip_weights(t.clip_model, t.clip_pretrained, t.allow_random_weights)
+    except (CheckpointNotFoundError, ClipWeightsError) as e:
+        raise ConfigError(str(e)) from e
+
+
 def build_teacher(cfg, device: str | torch.device, sim_labels: Optional[dict] = None) -> KeyframeTeacher:
     """The teacher ``cfg.teacher.segmenter`` names, on ``device``.
 
-    ``sam``: :class:`~.sam.SamSegmenter` + :class:`~.clip.ClipEmbedder` from the configured models.
+    ``sam``: :class:`~.sam.SamSegmenter` + :class:`~.clip.ClipEmbedder` from the configured models
+    (:func:`check_teacher_weights` first: missing or unpermitted random weights raise ConfigError).
     ``sim``: the simulation's label-grounded teacher from ``gags_ros.core.sim.teacher`` (the embedder
     shares the segmenter's memo); ``sim_labels`` is the dataset's ``labels.json`` content.
     """
@@ -165,6 +195,7 @@ def build_teacher(cfg, device: str | torch.device, sim_labels: Optional[dict] = 
         from .clip import ClipEmbedder
         from .sam import SamSegmenter
 
+        check_teacher_weights(cfg)
         segmenter = SamSegmenter.from_config(cfg.teacher, device)
         embedder = ClipEmbedder.from_config(cfg.teacher, device, cfg.query.canonical_phrases)
     elif kind == "sim":

@@ -15,11 +15,18 @@ where the patch has none), each uniformly inside its cell.
 
 Choices made here (the paper leaves them open):
 
+- The prompt budget is one constant, ``prompt_scale``, that multiplies every patch's ``n * n`` in
+  every view (randomised rounding: ``floor(s n^2)`` plus one with probability of the remainder), so
+  the expected counts keep Eq. 1's ratios between patches and between views. Eq. 1 exists for those
+  ratios: a view at 3 m gets ``(4 * 3)^2 / 4^2 = 9`` times the prompts of one at 1 m, on a patch
+  covering 9 times the surface, so both prompt a surface equally densely. A per-image cap would
+  subsample the far view back and undo that.
 - ``mean(D[P])`` averages the pixels where the rendered depth is valid (> 0): a pixel where nothing
   was rendered has no depth, and counting it as 0 would make far, half-empty patches look near.
   A patch with no valid depth, or no ``D_min > 0``, has r undefined -> n = 1.
 - Without a map (no rendered depth), a constant-depth stand-in is used: ``D = D_min``, so r = 1 and
-  n = floor(4) = 4 everywhere, 16 points per patch (1024 for 8 x 8 patches), uniform inside patches.
+  n = floor(4) = 4 everywhere, 16 points per patch (1024 for 8 x 8 patches) before ``prompt_scale``,
+  uniform inside patches.
   With a depth image but no record, ``D_min = D`` (the view is its own nearest view): the same r = 1.
 - Sampling is seeded from ``(seed, key)`` (``key`` = keyframe index), so a keyframe's prompts do not
   depend on the order in which keyframes were processed.
@@ -42,14 +49,16 @@ class Prompts:
     """Prompt points of one image.
 
     points: ``[P, 2]`` float32 pixel coordinates (x, y), pixel centres at +0.5.
-    n:      ``[patches, patches]`` int64 n of each patch (granularity mode; None in uniform mode),
-            before the ``max_prompts`` cap.
+    n:      ``[patches, patches]`` int64 n of each patch (granularity mode; None in uniform mode).
+    counts: ``[patches, patches]`` int64 prompts drawn in each patch: n * n scaled by
+            ``prompt_scale`` (granularity mode; None in uniform mode).
     ratio:  ``[patches, patches]`` float32 depth ratio r (NaN where undefined; None in uniform mode).
     """
 
     points: np.ndarray
     n: Optional[torch.Tensor] = None
     ratio: Optional[torch.Tensor] = None
+    counts: Optional[torch.Tensor] = None
 
     def __len__(self) -> int:
         return int(self.points.shape[0])
@@ -113,16 +122,27 @@ def cell_counts(density: Optional[torch.Tensor], h: int, w: int, patches: int) -
     return c.reshape(patches * patches, SUBGRID * SUBGRID).cpu()
 
 
-def sample_in_cells(n: torch.Tensor, counts: torch.Tensor, h: int, w: int,
-                    generator: torch.Generator) -> np.ndarray:
-    """``n[p]**2`` points per patch p, cells drawn with probability ~ ``counts[p]``, uniform inside.
+def scaled_counts(n: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:
+    """Prompts per patch: ``n * n * scale`` rounded at random to a neighbouring integer (expectation
+    exact), ``[patches, patches]`` int64 from ``n`` ``[patches, patches]`` int."""
+    want = (n.double() ** 2) * float(scale)
+    base = torch.floor(want)
+    up = torch.rand(want.shape, generator=generator, dtype=torch.float64) < (want - base)
+    return (base + up.double()).long()
 
-    n: ``[patches, patches]`` int (CPU); counts: ``[patches**2, SUBGRID**2]`` (CPU).
-    Returns ``[sum n**2, 2]`` float32 (x, y) pixels, patches in row-major order.
+
+def sample_in_cells(k: torch.Tensor, counts: torch.Tensor, h: int, w: int,
+                    generator: torch.Generator) -> np.ndarray:
+    """``k[p]`` points per patch p, cells drawn with probability ~ ``counts[p]``, uniform inside.
+
+    k: ``[patches, patches]`` int (CPU); counts: ``[patches**2, SUBGRID**2]`` (CPU).
+    Returns ``[sum k, 2]`` float32 (x, y) pixels, patches in row-major order.
     """
-    patches = n.shape[0]
-    k = (n.reshape(-1) ** 2).cpu()
+    patches = k.shape[0]
+    k = k.reshape(-1).cpu()
     kmax = int(k.max())
+    if kmax == 0:
+        return np.zeros((0, 2), np.float32)
     probs = counts.double().clone()
     empty = probs.sum(1) <= 0
     probs[empty] = 1.0  # a patch without Gaussians: uniform over its cells
@@ -146,7 +166,7 @@ def sample_in_cells(n: torch.Tensor, counts: torch.Tensor, h: int, w: int,
 
 
 class PromptSampler:
-    """Prompt points for a keyframe from ``TeacherConfig`` (mode, patches, n_max, cap) and a seed."""
+    """Prompt points for a keyframe from ``TeacherConfig`` (mode, patches, n_max, scale) and a seed."""
 
     def __init__(self, cfg, seed: int = 0):
         self.cfg = cfg
@@ -170,8 +190,7 @@ class PromptSampler:
             from segment_anything.utils.amg import build_point_grid
 
             grid = build_point_grid(cfg.uniform_points_per_side)
-            pts = (grid * np.array([width, height])).astype(np.float32)
-            return Prompts(self._cap(pts, g))
+            return Prompts((grid * np.array([width, height])).astype(np.float32))
 
         p = cfg.prompt_patches
         depth = _as_map(depth)
@@ -186,15 +205,9 @@ class PromptSampler:
         dens = _as_map(density)
         if dens is not None and tuple(dens.shape) != (height, width):
             raise ValueError(f"density is {tuple(dens.shape)}, image is {(height, width)}")
-        pts = sample_in_cells(n, cell_counts(dens, height, width, p), height, width, g)
-        return Prompts(self._cap(pts, g), n=n, ratio=ratio)
-
-    def _cap(self, pts: np.ndarray, g: torch.Generator) -> np.ndarray:
-        cap = self.cfg.max_prompts
-        if pts.shape[0] <= cap:
-            return pts
-        keep = torch.randperm(pts.shape[0], generator=g)[:cap].sort().values.numpy()
-        return pts[keep]
+        k = scaled_counts(n, cfg.prompt_scale, g)
+        pts = sample_in_cells(k, cell_counts(dens, height, width, p), height, width, g)
+        return Prompts(pts, n=n, ratio=ratio, counts=k)
 
 
 @dataclass

@@ -15,7 +15,8 @@ masks or mask pairs in Python.
 
 Checkpoints: ``TeacherConfig.sam_model`` names the architecture in ``sam_model_registry``;
 ``sam_checkpoint`` is the path of its weights. An empty path builds the same architecture with
-random initialisation: for tests and benchmarks only (compute cost is real, masks mean nothing).
+random initialisation, only with ``allow_random_weights``: for tests and benchmarks only (compute
+cost is real, masks mean nothing).
 """
 
 from __future__ import annotations
@@ -44,31 +45,47 @@ class CheckpointNotFoundError(FileNotFoundError):
     """A configured model checkpoint that is not on disk; the message says how to obtain it."""
 
 
-def load_sam(model_name: str, checkpoint: str, device: str | torch.device):
+def check_sam_weights(model_name: str, checkpoint: str, allow_random_weights: bool = False) -> None:
+    """Raise :class:`CheckpointNotFoundError` unless ``checkpoint`` is a file, or is empty and
+    ``allow_random_weights`` permits a randomly initialised model. The message names the parameter,
+    the file to download and where to put it."""
+    if model_name not in SAM_CHECKPOINT_URLS:
+        raise ValueError(f"teacher.sam_model={model_name!r}: expected one of {sorted(SAM_CHECKPOINT_URLS)}")
+    if (checkpoint and Path(checkpoint).expanduser().is_file()) or (not checkpoint and allow_random_weights):
+        return
+    url = SAM_CHECKPOINT_URLS[model_name]
+    file = url.rsplit("/", 1)[1]
+    if checkpoint:
+        where = (f"SAM checkpoint not found: {checkpoint} (teacher.sam_checkpoint, model {model_name}). "
+                 f"Download {file} from {url} on a machine with network access and copy it to {checkpoint}")
+    else:
+        where = (f"teacher.sam_checkpoint is empty, and teacher.segmenter 'sam' needs SAM weights (model "
+                 f"{model_name}). Download {file} from {url} on a machine with network access, copy it "
+                 f"to this machine, e.g. to ~/.ros/gags_models/{file}, and set teacher.sam_checkpoint to "
+                 f"that path")
+    others = "\n".join(f"  {k}: {v}" for k, v in SAM_CHECKPOINT_URLS.items())
+    raise CheckpointNotFoundError(
+        f"{where} (or change teacher.sam_model to the architecture of a checkpoint you have:\n{others}\n)."
+        f" A randomly initialised model (tests and benchmarks only: its masks mean nothing) needs an "
+        f"empty teacher.sam_checkpoint and teacher.allow_random_weights: true.")
+
+
+def load_sam(model_name: str, checkpoint: str, device: str | torch.device, allow_random_weights: bool = False):
     """A ``segment_anything.modeling.Sam`` in eval mode on ``device``.
 
-    ``checkpoint`` empty -> random initialisation (no semantics). Raises
-    :class:`CheckpointNotFoundError` when a path is given but missing.
+    ``checkpoint`` empty -> random initialisation (no semantics), only with ``allow_random_weights``.
+    Raises :class:`CheckpointNotFoundError` otherwise, and when a path is given but missing.
     """
     from segment_anything import sam_model_registry
 
-    if model_name not in SAM_CHECKPOINT_URLS:
-        raise ValueError(f"teacher.sam_model={model_name!r}: expected one of {sorted(SAM_CHECKPOINT_URLS)}")
-    if checkpoint and not Path(checkpoint).is_file():
-        urls = "\n".join(f"  {k}: {v}" for k, v in SAM_CHECKPOINT_URLS.items())
-        raise CheckpointNotFoundError(
-            f"SAM checkpoint not found: {checkpoint} (teacher.sam_checkpoint, model {model_name}).\n"
-            f"Download the official checkpoint of the configured architecture on a machine with network "
-            f"access and copy it there:\n{urls}\n"
-            f"or set teacher.sam_checkpoint to an empty string for a randomly initialised model "
-            f"(tests and benchmarks only: its masks mean nothing).")
+    check_sam_weights(model_name, checkpoint, allow_random_weights)
     # Parameters are created directly on the device (a ViT-H initialised on CPU takes many seconds);
     # the two normalisation buffers are built by a legacy constructor that ignores the context.
     with torch.device(device):
         sam = sam_model_registry[model_name]()
     sam.to(device)
     if checkpoint:
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        state = torch.load(Path(checkpoint).expanduser(), map_location=device, weights_only=True)
         sam.load_state_dict(state)
     return sam.eval().requires_grad_(False)
 
@@ -149,16 +166,15 @@ class SamSegmenter:
     classes). ``cfg``: :class:`~gags_ros.core.config.TeacherConfig`. After each :meth:`segment`,
     ``timings`` holds seconds per stage (``image_encoder``; ``decoder``: prompt encoder and mask
     decoder; ``filtering_nms``: quality filters, upsampling of the surviving masks, box and mask NMS)
-    and ``stats`` counts (prompts, masks after the quality filters and after each NMS).
+    and ``stats`` counts (prompts, masks after the quality filters and after each NMS) and
+    ``pred_iou_best_mean``: the mean over prompts of the best of their three predicted IoUs, before
+    any filter (a trained SAM is confident about most point prompts; NaN without prompts).
     """
 
     def __init__(self, sam, cfg, device: str | torch.device):
-        from segment_anything.utils.transforms import ResizeLongestSide
-
         self.sam = sam
         self.cfg = cfg
         self.device = torch.device(device)
-        self.transform = ResizeLongestSide(sam.image_encoder.img_size)
         self.autocast = self.device.type == "cuda" and cfg.half_precision
         self.timings: dict = {}
         self.stats: dict = {}
@@ -166,7 +182,24 @@ class SamSegmenter:
     @classmethod
     def from_config(cls, cfg, device: str | torch.device) -> "SamSegmenter":
         """``cfg``: TeacherConfig (``sam_model``, ``sam_checkpoint``)."""
-        return cls(load_sam(cfg.sam_model, cfg.sam_checkpoint, device), cfg, device)
+        return cls(load_sam(cfg.sam_model, cfg.sam_checkpoint, device, cfg.allow_random_weights), cfg, device)
+
+    def input_size(self, height: int, width: int):
+        """(h, w) of an image of ``height`` x ``width`` inside SAM's square input: longest side
+        ``img_size``, the image's own aspect (SAM's ``ResizeLongestSide.get_preprocess_shape``)."""
+        scale = self.sam.image_encoder.img_size / max(height, width)
+        return int(height * scale + 0.5), int(width * scale + 0.5)
+
+    def encoder_input(self, image: torch.Tensor):
+        """``([1, 3, S, S], (h, w))``: ``image`` ``[1, 3, H, W]`` float RGB in 0-255 resized to
+        :meth:`input_size`, normalised and zero-padded by ``Sam.preprocess``; (h, w) the resized size.
+
+        The resize is computed here: segment-anything 1.0's ``apply_image_torch`` takes its target
+        size from the batch and channel dimensions and squashes every image to 341 x 1024.
+        """
+        size = self.input_size(*image.shape[-2:])
+        x = F.interpolate(image, size, mode="bilinear", align_corners=False, antialias=True)
+        return self.sam.preprocess(x), size
 
     def working_size(self, height: int, width: int):
         """(h, w) at which masks are made: the frame, downscaled to at most ``max_image_height``."""
@@ -197,28 +230,33 @@ class SamSegmenter:
             img = torch.as_tensor(frame.image, device=self.device).permute(2, 0, 1)[None].float()
             if (h, w) != (H0, W0):
                 img = F.interpolate(img, (h, w), mode="bilinear", align_corners=False, antialias=True)
-            x = self.transform.apply_image_torch(img)
-            input_size = tuple(x.shape[-2:])
-            embedding = sam.image_encoder(sam.preprocess(x))
+            x, input_size = self.encoder_input(img)
+            embedding = sam.image_encoder(x)
             image_pe = sam.prompt_encoder.get_dense_pe()
 
         self.stats = {"prompts": int(pts.shape[0])}
-        parts = [self._empty((h, w))]
+        parts, best = [self._empty((h, w))], [torch.zeros(0, device=self.device)]
         for start in range(0, pts.shape[0], cfg.prompt_batch):
             batch = pts[start:start + cfg.prompt_batch]
             with timer("decoder"), self._amp():
                 low, iou = self._decode(embedding, image_pe, batch, (h, w))
+            best.append(iou.amax(1))
             with timer("filtering_nms"):
                 parts.append(self._filter(low, iou, input_size, (h, w)))
         with timer("filtering_nms"):
             levels = self._nms(parts, (h, w))
+        self.stats["pred_iou_best_mean"] = float(torch.cat(best).mean()) if pts.shape[0] else float("nan")
         self.timings = timer.seconds
         return levels
 
     def _decode(self, embedding, image_pe, points, size):
-        """Low-res logits ``[B, 3, h', w']`` and predicted IoU ``[B, 3]``, ordered by mask area."""
+        """Low-res logits ``[B, 3, h', w']`` and predicted IoU ``[B, 3]``, ordered by mask area.
+
+        ``points`` ``[B, 2]`` (x, y) pixels of an image of ``size`` (h, w), mapped into SAM's input
+        frame (:meth:`input_size`)."""
         sam = self.sam
-        coords = self.transform.apply_coords_torch(points, size)[:, None, :]
+        ih, iw = self.input_size(*size)
+        coords = (points * torch.tensor([iw / size[1], ih / size[0]], device=points.device))[:, None, :]
         labels = torch.ones(coords.shape[0], 1, dtype=torch.int, device=self.device)
         sparse, dense = sam.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
         low, iou = sam.mask_decoder(image_embeddings=embedding, image_pe=image_pe,
