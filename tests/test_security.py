@@ -217,7 +217,8 @@ def test_node_confines_save_and_load_and_keeps_file_parameters_read_only(ros_env
     save_map(evil, planted_map(seed=5)[0], None, C.GagsConfig())
 
     log = tmp_path / "node.log"
-    proc = start_node("gags_ros.ros.mapping_node", ["-p", "device:=cpu", "-p", f"save_dir:={root}"], ros_env,
+    proc = start_node("gags_ros.ros.mapping_node", ["-p", "device:=cpu", "-p", f"save_dir:={root}",
+                                                     "-p", "language.enabled:=false"], ros_env,
                       log=log)
     node = Node("security_client", context=rclpy_context)
     try:
