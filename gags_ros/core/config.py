@@ -108,6 +108,11 @@ class TeacherConfig:
                                      "simulation issue's fixed noise model is 0.05; other values only for "
                                      "sensitivity studies)", unit="embedding units", lo=0.0, hi=1.0,
                                      read_only=True)
+    sim_regime: str = param("clip", "Simulation teacher's embedding regime: clip (CLIP's numbers: mask-text "
+                            "cosines ~0.27, margins of a few hundredths, a modality gap; "
+                            "docs/sim_teacher.md) or text (masks carry their label's text embedding: "
+                            "cosines ~0.8; sim_embedding_std applies to this regime only)",
+                            choices=["clip", "text"], read_only=True)
     sam_model: str = param("vit_h", "segment_anything registry name", choices=["vit_h", "vit_l", "vit_b"],
                            read_only=True)
     sam_checkpoint: str = param("", "Path of the SAM checkpoint (.pth); empty = random initialisation "
