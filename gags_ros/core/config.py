@@ -204,8 +204,11 @@ class QueryConfig:
                                "distance of its most relevant one (its relevancy peak); its box still "
                                "covers all its Gaussians", unit="m", lo=0.0, hi=100.0)
     max_targets: int = param(5, "Default number of targets per query", unit="targets", lo=1, hi=1000)
-    min_score: float = param(0.5, "Default minimum target score (mean raw relevancy around the target's "
-                             "relevancy peak)", lo=0.0, hi=1.0)
+    min_score: float = param(0.45, "Default minimum target score (mean raw relevancy around the target's "
+                             "relevancy peak; 0.5 = on a par with the best canonical phrase). 0.45: the "
+                             "highest value that still answers >= 85 % of the queries of objects present "
+                             "in the simulation with CLIP-like teacher cosines (docs/results/"
+                             "sim_regimes_small_cpu.md)", lo=0.0, hi=1.0)
     chunk_size: int = param(1_000_000, "Gaussians decoded per chunk", unit="Gaussians", lo=1_000,
                             hi=100_000_000)
     max_text_length: int = param(256, "Longest accepted query text", unit="characters", lo=1, hi=100_000)
