@@ -137,6 +137,32 @@ def test_label_oracle_finds_whole_objects(tiny):
     assert whole and np.mean(whole) == 1.0
 
 
+
+def test_label_oracle_in_the_clip_regime_carries_the_clean_mask_embedding(tiny):
+    """In the clip regime a perfect field carries a label's noise-free *mask* embedding (in the image
+    cone), not its text: relevancies stay CLIP-low, yet the target's pixels are still the most
+    relevant and whole objects are localised."""
+    from gags_ros.core.query import QueryEngine
+    from gags_ros.core.sim.teacher import SimEmbedder
+
+    scene = ev.load_scene(tiny)
+    cfg = ev.make_config(ev.EvalSettings(), 0)
+    ev.prepare_text_cache(tiny, cfg.query.canonical_phrases)
+    emb = SimEmbedder(scene.labels, regime="clip")
+    engine = QueryEngine(cfg.query, emb.embed_text)
+    oracle = ev.label_oracle(scene, lambda t: engine.encode(t, "cpu"), engine.canonical("cpu"),
+                             cfg.query.temperature, emb.label_embeddings)
+    frame = scene.eval_frames[0]
+    texts = [q["text"] for q in scene.queries]
+    rel = oracle(frame, texts)
+    assert 0.5 < rel.max() < 0.8  # sigmoid(10 x a margin of about a tenth at most)
+    for i, q in enumerate(scene.queries):
+        m = np.isin(frame.masks[q["level"]], q["ids"])
+        if m.any():
+            assert rel[i][m].max() == rel[i].max(), q["text"]
+    whole = [r["acc"] for r in ev.score_views(oracle, scene, kernel=1) if r["level"] == "whole"]
+    assert whole and np.mean(whole) == 1.0
+
 def test_score_targets():
     scene = ev.SceneData("s", Path("."), {}, [
         {"text": "a", "level": "whole", "ids": [1], "box_min": [0, 0, 0], "box_max": [1, 1, 1]},

@@ -38,7 +38,9 @@ def within(rate: float, p: float, n: int, sigmas: float = 4.0) -> bool:
 
 @pytest.fixture(scope="module")
 def embedder():
-    return SimEmbedder(LABELS, seed=0)
+    """The ``text`` regime (masks carry their label's text embedding + N(0, 0.05^2)): the noise model
+    the tests below pin down; the ``clip`` regime has its own tests at the end."""
+    return SimEmbedder(LABELS, seed=0, regime="text")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -127,15 +129,15 @@ def test_identical_noise_in_every_run_and_different_with_another_seed(embedder):
         assert torch.equal(la.masks, lb.masks)
     ma = torch.cat([lv.masks for lv in a])
     e1 = embedder.embed_masks(fr, ma)
-    assert torch.equal(e1, SimEmbedder(LABELS, seed=0).embed_masks(fr, ma))
+    assert torch.equal(e1, SimEmbedder(LABELS, seed=0, regime="text").embed_masks(fr, ma))
     # Another seed draws other masks, or at least other embedding noise, for the same frame.
     mc = torch.cat([lv.masks for lv in SimSegmenter(7).segment(fr)])
-    e7 = SimEmbedder(LABELS, seed=7).embed_masks(fr, mc)
+    e7 = SimEmbedder(LABELS, seed=7, regime="text").embed_masks(fr, mc)
     assert mc.shape != ma.shape or not torch.equal(mc, ma) or not torch.equal(e7, e1)
 
 
 def test_each_mask_carries_its_own_label_and_text_queries_are_clean(embedder):
-    seg, emb = make_sim_teacher(LABELS, seed=3, noise=NoiseModel.off())
+    seg, emb = make_sim_teacher(LABELS, seed=3, noise=NoiseModel.off(), regime="text")
     fr = square_object(120, "exact")
     levels = seg.segment(fr)
     assert [lv.masks.shape[0] for lv in levels] == [4, 2, 1]
@@ -228,6 +230,7 @@ def test_configured_teacher_uses_the_issues_noise_unless_told_otherwise():
 
     cfg = GagsConfig()
     set_value(cfg, "teacher.segmenter", "sim")
+    set_value(cfg, "teacher.sim_regime", "text")
     assert build_teacher(cfg, "cpu", LABELS).embedder.noise == NoiseModel()
     set_value(cfg, "teacher.sim_embedding_std", 0.0)
     teacher = build_teacher(cfg, "cpu", LABELS)
@@ -237,3 +240,62 @@ def test_configured_teacher_uses_the_issues_noise_unless_told_otherwise():
     emb = teacher.embedder.embed_masks(fr, masks).numpy()
     clean = encode_texts([LABELS[i.source][i.id] for i in infos])
     np.testing.assert_allclose(emb, clean / np.linalg.norm(clean, axis=1, keepdims=True), atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------
+# The clip regime (default): CLIP's numbers
+# --------------------------------------------------------------------------------------------------
+
+CANONICAL = ["object", "things", "stuff", "texture"]
+
+
+@pytest.fixture(scope="module")
+def rendered_scene():
+    from gags_ros.core.sim.dataset import PRESETS, scene_frames
+    from gags_ros.core.sim.scene import make_scene
+
+    scene = make_scene(0)
+    frames = list(scene_frames(scene, PRESETS["small"]))[::3]
+    return scene, frames
+
+
+def test_default_regime_speaks_clips_numbers(rendered_scene):
+    """Over a scene: own-label cosine 0.20-0.35 (CLIP ViT-B/16), margin over the best canonical phrase
+    0.01-0.10, other labels lower on average, mask embeddings closer to each other than to any text."""
+    from gags_ros.core.config import GagsConfig
+    from gags_ros.core.sim.teacher import embedding_statistics
+    from gags_ros.core.teachers.pipeline import build_teacher
+
+    scene, frames = rendered_scene
+    cfg = GagsConfig()
+    cfg.teacher.segmenter = "sim"
+    emb = build_teacher(cfg, "cpu", scene.labels).embedder
+    assert emb.regime == "clip"
+    st = embedding_statistics(emb, frames, CANONICAL)
+    assert st["masks"] > 300
+    assert 0.20 <= st["pos_cos_mean"] <= 0.35, st
+    assert 0.01 <= st["canon_margin_mean"] <= 0.10, st
+    assert 0.01 <= st["other_margin_mean"] <= 0.15, st
+    assert 0.5 <= st["top1_accuracy"] < 0.95, st  # CLIP ranks its label first often, not always
+    assert st["mask_mask_cos_mean"] > st["mask_text_cos_max"], st  # the modality gap
+    text = embedding_statistics(SimEmbedder(scene.labels, regime="text"), frames, CANONICAL)
+    assert text["pos_cos_mean"] > 0.6 and text["mask_mask_cos_mean"] < text["mask_text_cos_max"], text
+
+
+def test_clip_regime_is_deterministic_and_its_clean_embeddings_are_the_noise_free_masks():
+    fr = square_object(100, "clip_det")
+    seg, emb = make_sim_teacher(LABELS, seed=0)
+    masks = seg.segment(fr)[1].masks
+    e = emb.embed_masks(fr, masks)
+    assert torch.equal(e, make_sim_teacher(LABELS, seed=0)[1].embed_masks(fr, masks))
+    assert torch.allclose(e.norm(dim=1), torch.ones(len(e)), atol=1e-5)
+    infos = emb.provenance(fr, masks.numpy())
+    clean = emb.label_embeddings([LABELS[i.source][i.id] for i in infos])
+    # Noise of std 0.025 per dimension: |noise| ~0.49, so cos(noisy, clean) ~ 1 / sqrt(1 + 0.24).
+    cos = (e * clean).sum(1)
+    assert torch.all((cos > 0.8) & (cos < 0.95)), cos
+    # Texts and masks live in separate cones: a label's text is far from its clean mask embedding.
+    t = emb.embed_text([LABELS[i.source][i.id] for i in infos])
+    assert torch.all((t * clean).sum(1) < 0.4)
+    with pytest.raises(ValueError, match="regime"):
+        SimEmbedder(LABELS, regime="clipp")

@@ -109,6 +109,11 @@ class TeacherConfig:
                                      "simulation issue's fixed noise model is 0.05; other values only for "
                                      "sensitivity studies)", unit="embedding units", lo=0.0, hi=1.0,
                                      read_only=True)
+    sim_regime: str = param("clip", "Simulation teacher's embedding regime: clip (CLIP's numbers: mask-text "
+                            "cosines ~0.27, margins of a few hundredths, a modality gap; "
+                            "docs/sim_teacher.md) or text (masks carry their label's text embedding: "
+                            "cosines ~0.8; sim_embedding_std applies to this regime only)",
+                            choices=["clip", "text"], read_only=True)
     sam_model: str = param("vit_h", "segment_anything registry name", choices=["vit_h", "vit_l", "vit_b"],
                            read_only=True)
     sam_checkpoint: str = param("", "Path of the SAM checkpoint (.pth) of sam_model; empty = random "
@@ -207,8 +212,11 @@ class QueryConfig:
                                "distance of its most relevant one (its relevancy peak); its box still "
                                "covers all its Gaussians", unit="m", lo=0.0, hi=100.0)
     max_targets: int = param(5, "Default number of targets per query", unit="targets", lo=1, hi=1000)
-    min_score: float = param(0.5, "Default minimum target score (mean raw relevancy around the target's "
-                             "relevancy peak)", lo=0.0, hi=1.0)
+    min_score: float = param(0.45, "Default minimum target score (mean raw relevancy around the target's "
+                             "relevancy peak; 0.5 = on a par with the best canonical phrase). 0.45: the "
+                             "highest value that still answers >= 85 % of the queries of objects present "
+                             "in the simulation with CLIP-like teacher cosines (docs/results/"
+                             "sim_regimes_small_cpu.md)", lo=0.0, hi=1.0)
     chunk_size: int = param(1_000_000, "Gaussians decoded per chunk", unit="Gaussians", lo=1_000,
                             hi=100_000_000)
     max_text_length: int = param(256, "Longest accepted query text", unit="characters", lo=1, hi=100_000)

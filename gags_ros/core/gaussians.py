@@ -11,6 +11,20 @@ Parameter names and shapes (N Gaussians, F latent channels):
     features   [N, F]     language latents (present once the language field is enabled)
 
 Keeping the latents in the same dict means densify/prune operations of the mapper carry them along.
+
+Per-Gaussian records. Anything else that must stay attached to its Gaussian (the minimum-depth
+record of GaS, a coverage count, ...) is a *record*: a non-trainable entry of the same ParameterDict
+(``requires_grad=False``, no optimizer), registered by name in ``records`` with the value new
+Gaussians start from. Why in the dict rather than beside it: gsplat's strategy operations
+(``gsplat.strategy.ops`` 1.5.3: ``duplicate``, ``split``, ``remove``, ``relocate``, ``sample_add``)
+rewrite *every* entry of the params dict with the same index arithmetic and skip the optimizer for
+entries that do not require gradients, so a record there follows its Gaussian through every op,
+including ones gsplat adds later, with no bookkeeping of ours (a record kept beside the dict would
+have to re-derive each op's permutation, which is how the old min-depth record went wrong: split
+keeps ``p[rest]`` and appends the children). What each op does to a record (gsplat's semantics):
+duplicate and split give the children their parent's value; remove drops it; MCMC relocation gives a
+relocated Gaussian its source's value and ``sample_add`` appends copies of the sources'. Records are
+run-time state: :meth:`GaussianMap.state_dict` (save files) leaves them out.
 """
 
 from __future__ import annotations
@@ -45,10 +59,16 @@ def sh0_to_rgb(sh0: torch.Tensor) -> torch.Tensor:
 
 
 class GaussianMap:
-    """A set of 3D Gaussians. ``params`` is a ``torch.nn.ParameterDict`` (see module doc for keys)."""
+    """A set of 3D Gaussians. ``params`` is a ``torch.nn.ParameterDict`` (see module doc for keys).
 
-    def __init__(self, params: Optional[Dict[str, torch.Tensor]] = None, device: str | torch.device = "cpu"):
+    ``records``: ``{name: fill}`` of the entries of ``params`` that are per-Gaussian records (module
+    doc): non-trainable, ``fill`` is the value new Gaussians get.
+    """
+
+    def __init__(self, params: Optional[Dict[str, torch.Tensor]] = None, device: str | torch.device = "cpu",
+                 records: Optional[Dict[str, float]] = None):
         self.device = torch.device(device)
+        self.records: Dict[str, float] = dict(records or {})
         if params is None:
             params = {
                 "means": torch.zeros(0, 3),
@@ -58,8 +78,30 @@ class GaussianMap:
                 "sh0": torch.zeros(0, 1, 3),
             }
         self.params = torch.nn.ParameterDict(
-            {k: torch.nn.Parameter(v.detach().to(self.device, torch.float32).contiguous())
+            {k: torch.nn.Parameter(v.detach().to(self.device, torch.float32).contiguous(),
+                                   requires_grad=k not in self.records)
              for k, v in params.items()})
+
+    def add_record(self, name: str, fill: float = 0.0, init: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Register the per-Gaussian record ``name``: ``init`` ``[N, ...]`` (default: ``fill`` for every
+        Gaussian, shape ``[N]``); Gaussians added later start at ``fill``. Returns its tensor."""
+        if name in self.params:
+            raise ValueError(f"{name!r} already exists in the map")
+        if init is None:
+            init = torch.full((len(self),), float(fill))
+        if init.shape[0] != len(self):
+            raise ValueError(f"record {name!r}: init has {init.shape[0]} rows, the map has {len(self)} Gaussians")
+        self.params[name] = torch.nn.Parameter(init.detach().to(self.device, torch.float32).contiguous(),
+                                               requires_grad=False)
+        self.records[name] = float(fill)
+        return self.params[name].data
+
+    def record(self, name: str) -> torch.Tensor:
+        """The current ``[N, ...]`` tensor of record ``name`` (strategy ops replace it: look it up by
+        name each time, never keep it across a densification step)."""
+        if name not in self.records:
+            raise KeyError(f"no per-Gaussian record {name!r} (records: {sorted(self.records)})")
+        return self.params[name].data
 
     @staticmethod
     def from_points(points: torch.Tensor, rgb: torch.Tensor, scale: torch.Tensor | float,
@@ -112,11 +154,11 @@ class GaussianMap:
         return sh0_to_rgb(self.params["sh0"][:, 0, :])
 
     def to(self, device: str | torch.device) -> "GaussianMap":
-        return GaussianMap({k: v.data for k, v in self.params.items()}, device=device)
+        return GaussianMap({k: v.data for k, v in self.params.items()}, device=device, records=self.records)
 
     def state_dict(self) -> Dict[str, torch.Tensor]:
-        """Detached CPU copies of every parameter (for save files)."""
-        return {k: v.detach().cpu().clone() for k, v in self.params.items()}
+        """Detached CPU copies of every parameter (for save files); records are left out."""
+        return {k: v.detach().cpu().clone() for k, v in self.params.items() if k not in self.records}
 
     @staticmethod
     def from_state_dict(state: Dict[str, torch.Tensor], device: str | torch.device = "cpu") -> "GaussianMap":

@@ -127,10 +127,10 @@ class GagsPipeline:
             log.info("teacher ready in %.1f s", time.perf_counter() - t0)
         if self.distiller is None:
             from .language.distill import Distiller
-            from .teachers.prompts import MinDepthRecord
+            from .mapping.records import MapMinDepthRecord
 
             self.distiller = Distiller(self.cfg, self._ensure_mapper(), self.teacher.embedder.dim, self.device)
-            self.min_depth = MinDepthRecord(self.device)
+            self.min_depth = MapMinDepthRecord(self.mapper)
         return self.teacher
 
     # ---- the worker's interface ---------------------------------------------------------------
@@ -172,8 +172,9 @@ class GagsPipeline:
         view (GAGS Eq. 1), at the frame's own resolution."""
         out = self.mapper.render(frame.T_world_cam, frame.intrinsics, "rgb")
         depth = out.depth[0, ..., 0]
-        g = self.mapper.gaussians
-        stats = self.min_depth.observe(g.means.detach(), frame.T_world_cam, frame.intrinsics.K, depth)
+        with self.mapper.lock:  # the record is the map's: read both between optimisation steps
+            g = self.mapper.gaussians
+            stats = self.min_depth.observe(g.means.detach(), frame.T_world_cam, frame.intrinsics.K, depth)
         return {"depth": depth, "min_depth": stats.min_depth, "density": stats.density}
 
     def idle_step(self) -> bool:

@@ -53,20 +53,22 @@ def default_strategy(cfg: GagsConfig):
 
 @torch.no_grad()
 def append_gaussians(params: torch.nn.ParameterDict, optimizers: Dict[str, torch.optim.Optimizer],
-                     state: dict, new: Dict[str, torch.Tensor]) -> None:
+                     state: dict, new: Dict[str, torch.Tensor], fill: Optional[Dict[str, float]] = None) -> None:
     """Append Gaussians in place, the way gsplat's ``strategy.ops`` edit the map.
 
-    ``new`` maps parameter names to ``[M, ...]`` values; parameters it does not name (language
-    latents, say) get zeros. Optimizer moments and tensors in ``state`` whose first dimension is
+    ``new`` maps parameter names to ``[M, ...]`` values; parameters it does not name get
+    ``fill[name]`` (per-Gaussian records, :class:`~gags_ros.core.gaussians.GaussianMap`), else zeros
+    (language latents, say). Optimizer moments and tensors in ``state`` whose first dimension is
     the Gaussian count are extended with zeros.
     """
     n_old = len(params["means"])
     m = len(new["means"])
+    fill = fill or {}
     for name in list(params.keys()):
         p = params[name]
         extra = new.get(name)
         if extra is None:
-            extra = torch.zeros((m, *p.shape[1:]), device=p.device, dtype=p.dtype)
+            extra = torch.full((m, *p.shape[1:]), fill.get(name, 0.0), device=p.device, dtype=p.dtype)
         p_new = torch.nn.Parameter(torch.cat([p.detach(), extra.to(p)]), requires_grad=p.requires_grad)
         params[name] = p_new
         opt = optimizers.get(name)
@@ -148,8 +150,19 @@ class Mapper:
         keeping optimizers and the strategy state aligned. Returns the new Gaussian count."""
         with self.lock:
             new = {k: v.to(self.device) for k, v in new.items()}
-            append_gaussians(self.gaussians.params, self.optimizers, self._strategy_state_for_ops(), new)
+            append_gaussians(self.gaussians.params, self.optimizers, self._strategy_state_for_ops(), new,
+                             self.gaussians.records)
             return len(self.gaussians)
+
+    def add_record(self, name: str, fill: float = 0.0) -> torch.Tensor:
+        """Register a per-Gaussian record (:meth:`GaussianMap.add_record`: non-trainable, carried by
+        the strategy's densification, pruning and relocation like every parameter) unless present;
+        returns its tensor."""
+        with self.lock:
+            g = self.gaussians
+            if name not in g.records:
+                g.add_record(name, fill)
+            return g.record(name)
 
     def _strategy_state_for_ops(self) -> dict:
         # gsplat's MCMC keeps its binomial table in the state and hands its ops an empty one.

@@ -329,13 +329,17 @@ def score_views(relevancy_fn: RelevancyFn, scene: SceneData, kernel: int = 0,
     return out
 
 
-def label_oracle(scene: SceneData, encode: Callable[[List[str]], "object"], canonical, temperature: float) -> RelevancyFn:
-    """Relevancy images of a perfect language field: every pixel carries the clean text embedding of
-    its ground-truth label at the query's level (0 where no instance). Scored like the variants, it
-    is a reference for what the text model and the protocol make of perfect labels (variant
-    ``label_oracle``); not an upper bound: learned fields can beat its mIoU (default set: 33-35 vs 30.7).
+def label_oracle(scene: SceneData, encode: Callable[[List[str]], "object"], canonical, temperature: float,
+                 encode_labels: Optional[Callable[[List[str]], "object"]] = None) -> RelevancyFn:
+    """Relevancy images of a perfect language field: every pixel carries the clean (noise-free)
+    teacher embedding of its ground-truth label at the query's level (0 where no instance). Scored
+    like the variants, it is a reference for what the text model and the protocol make of perfect
+    labels (variant ``label_oracle``); not an upper bound: learned fields can beat its mIoU (default
+    set: 33-35 vs 30.7).
 
-    ``encode(texts) -> [T, D]`` unit embeddings (the query engine's); ``canonical``: ``[C, D]``.
+    ``encode(texts) -> [T, D]`` unit embeddings (the query engine's); ``canonical``: ``[C, D]``;
+    ``encode_labels``: the teacher's clean mask embedding of label texts (default ``encode``: the
+    text regime, where a mask carries its label's text embedding).
     """
     import torch
 
@@ -354,7 +358,7 @@ def label_oracle(scene: SceneData, encode: Callable[[List[str]], "object"], cano
             known = [i for i, u in enumerate(uniq) if u > 0 and int(u) in labels.get(lv, {})]
             if not known:
                 continue
-            emb = encode([labels[lv][int(uniq[i])] for i in known]).float()
+            emb = (encode_labels or encode)([labels[lv][int(uniq[i])] for i in known]).float().to(q_emb.device)
             r = torch.zeros(len(uniq), len(rows))
             r[known] = q.relevancy(emb, q_emb[rows], canonical, temperature).cpu()
             out[rows] = r.numpy()[inv.reshape(H, W)].transpose(2, 0, 1)
@@ -598,7 +602,8 @@ def evaluate_run(scene_path, seed: int, settings: EvalSettings, out_dir, picture
         targets[v.name] = best
     engine = pipeline.query_engine
     dev = pipeline.mapper.gaussians.means.device
-    oracle = label_oracle(scene, lambda t: engine.encode(t, dev), engine.canonical(dev), cfg.query.temperature)
+    oracle = label_oracle(scene, lambda t: engine.encode(t, dev), engine.canonical(dev), cfg.query.temperature,
+                          getattr(pipeline.teacher.embedder, "label_embeddings", None))
     rec2 += score_views(oracle, scene, settings.kernel, {**tags, "variant": ORACLE})
     stats["eval_s"] = time.perf_counter() - t0
     out_dir = Path(out_dir)

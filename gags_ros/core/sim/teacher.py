@@ -11,8 +11,17 @@ instance images (``frame.masks``) with a fixed, SAM-like noise model (the simula
 - each mask is dropped with probability 0.1;
 - each mask's border moves by r px, r uniform in {0, 1, 2}, outwards or inwards with equal
   probability (dilation / erosion by a (2r+1) x (2r+1) square);
-- the embedding of a mask is the MiniLM text embedding of its label plus N(0, 0.05^2) per
-  dimension, then L2-normalised.
+- the embedding of a mask depends on the regime (``teacher.sim_regime``, docs/sim_teacher.md):
+
+  - ``clip`` (default): CLIP's numbers. Texts and mask embeddings live in separate cones (the
+    modality gap): a text is ``normalise(alpha m(text) + beta u)`` and a mask
+    ``normalise(a m(label) + g u + b v + N(0, sigma^2) per dimension)``, with ``m`` the MiniLM
+    embedding, ``u`` the text-cone and ``v`` the image-cone direction (fixed unit vectors). Measured
+    over the small scene: cosine to the right label's text ~0.28, margin over the best canonical
+    phrase ~0.05, mask-mask cosines ~0.74 (:class:`ClipRegime`);
+  - ``text``: the MiniLM text embedding of its label plus N(0, 0.05^2) per dimension, then
+    L2-normalised; queries are the clean MiniLM embeddings (right-label cosine ~0.7-0.9, a regime
+    real CLIP never produces; kept for comparison).
 
 Every random draw comes from its own stream ``default_rng([seed, frame key, level, object id, ...])``
 (frame key: CRC-32 of ``frame.name``), so every run and every method compared sees identical noise,
@@ -80,6 +89,47 @@ class SimMask:
     id: int
     whole_id: int
     key: Tuple[int, ...]
+
+
+REGIMES = ("clip", "text")
+
+
+@dataclass(frozen=True)
+class ClipRegime:
+    """Mixing weights of the ``clip`` regime (docs/sim_teacher.md derives them).
+
+    With ``m`` the unit MiniLM embedding, ``u`` / ``v`` fixed orthonormal text-cone / image-cone
+    directions (random, so nearly orthogonal to every ``m``) and ``n`` ~ N(0, I):
+
+    - text ``y``: ``normalise(text_label * m(y) + text_cone * u)`` (text_label^2 + text_cone^2 = 1);
+    - mask of label ``L``: ``normalise(label * m(L) + shared * u + image_cone * v + noise_std * n)``.
+
+    Then cos(mask, text y) ~ label * text_label * cos_m(L, y) + shared * text_cone (the norm of the
+    mask vector is ~1) = 0.114 cos_m + 0.166. The right label (cos_m = 1) gets ~0.28; the canonical
+    phrases (MiniLM cos_m ~0.32 at best to the scene's labels) ~0.05 less once the noise's maximum over
+    four phrases is counted; other labels (cos_m ~0.26 on average, ~0.69 for the nearest) are ~0.08 /
+    ~0.02 lower, so ~80 % of the masks rank their own label first among the scene's 46 texts.
+    Mask-mask cosines are ~shared^2 + image_cone^2 ~0.74, above any mask-text cosine (<= 0.36): the
+    modality gap. Measured values: docs/sim_teacher.md.
+    """
+
+    text_label: float = 0.714
+    text_cone: float = 0.700
+    label: float = 0.160
+    shared: float = 0.237
+    image_cone: float = 0.824
+    noise_std: float = 0.025  # per dimension (384): |noise| ~0.49
+    directions_seed: int = 2022  # of u and v: fixed, the same for every run and seed
+
+    def directions(self, dim: int = TEXT_DIM) -> Tuple[np.ndarray, np.ndarray]:
+        """The unit text-cone ``u`` and image-cone ``v`` directions ``[dim]`` float64 (orthogonal)."""
+        g = np.random.default_rng(self.directions_seed).normal(size=(2, dim))
+        q, _ = np.linalg.qr(g.T)
+        return q[:, 0], q[:, 1]
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True).clip(1e-12)
 
 
 def frame_key(frame: Frame) -> int:
@@ -232,9 +282,11 @@ class SimSegmenter:
 
 
 class SimEmbedder:
-    """:class:`~gags_ros.core.teachers.base.Embedder`: label text embeddings (MiniLM, 384-d) + noise.
+    """:class:`~gags_ros.core.teachers.base.Embedder`: mask embeddings of the labels (384-d) + noise.
 
-    ``labels``: ``{level: {id: text}}`` (``labels.json``; ids may be strings). Each mask is traced
+    ``labels``: ``{level: {id: text}}`` (``labels.json``; ids may be strings). ``regime``: ``clip``
+    or ``text`` (module doc; default ``cfg.teacher.sim_regime`` when a config is given, else
+    ``clip``); ``clip``: its :class:`ClipRegime`. Each mask is traced
     back to the ground-truth instance it shows by regenerating the segmenter's masks for the frame
     (same seed and noise model; pass the ``segmenter`` to share its memo) and matching contents;
     masks changed by the caller fall back to the best-IoU instance.
@@ -244,7 +296,13 @@ class SimEmbedder:
 
     def __init__(self, labels: dict, seed: Optional[int] = None, *, cfg=None, device="cpu",
                  noise: NoiseModel = NoiseModel(), segmenter: Optional[SimSegmenter] = None,
-                 text_device: str = "cpu"):
+                 text_device: str = "cpu", regime: Optional[str] = None, clip: ClipRegime = ClipRegime()):
+        regime = regime or (cfg.teacher.sim_regime if cfg is not None else "clip")
+        if regime not in REGIMES:
+            raise ValueError(f"simulation teacher regime {regime!r}: expected one of {REGIMES}")
+        self.regime = regime
+        self.clip = clip
+        self._u, self._v = clip.directions(self.dim)
         if not labels:
             raise ValueError("SimEmbedder needs the dataset's labels ({level: {id: text}})")
         self.labels = {lv: {int(k): str(v) for k, v in (labels.get(lv) or {}).items()} for lv in LEVELS}
@@ -255,8 +313,31 @@ class SimEmbedder:
         self.text_device = text_device
 
     def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """``[T, 384]`` float32 unit-norm clean text embeddings (cached per text)."""
-        return torch.from_numpy(encode_texts(list(texts), self.text_device)).to(self.device)
+        """``[T, 384]`` float32 unit-norm text embeddings (the query side; MiniLM cached per text)."""
+        m = encode_texts(list(texts), self.text_device)
+        if self.regime == "clip":
+            c = self.clip
+            m = _normalise(c.text_label * m.astype(np.float64) + c.text_cone * self._u).astype(np.float32)
+        return torch.from_numpy(m).to(self.device)
+
+    def _mask_embeddings(self, texts: Sequence[str], noise: Optional[np.ndarray]) -> np.ndarray:
+        """``[M, 384]`` float64 unit mask embeddings of labels ``texts`` with ``noise`` ``[M, 384]``
+        (standard normal draws, scaled here; None = clean)."""
+        m = encode_texts(list(texts), self.text_device).astype(np.float64)
+        if self.regime == "clip":
+            c = self.clip
+            x = c.label * m + c.shared * self._u + c.image_cone * self._v
+            std = c.noise_std
+        else:
+            x, std = m, self.noise.embedding_std
+        if noise is not None and std > 0:
+            x = x + std * noise
+        return _normalise(x)
+
+    def label_embeddings(self, texts: Sequence[str]) -> torch.Tensor:
+        """``[T, 384]`` float32 noise-free mask embeddings of labels ``texts``: what a perfect
+        language field carries (the text embedding itself in the ``text`` regime)."""
+        return torch.from_numpy(self._mask_embeddings(texts, None).astype(np.float32)).to(self.device)
 
     def provenance(self, frame: Frame, masks: np.ndarray) -> List[SimMask]:
         """The :class:`SimMask` of every mask ``[M, H, W]`` bool (content match, else best IoU)."""
@@ -304,16 +385,65 @@ class SimEmbedder:
         """``[M, 384]`` float32 unit-norm noisy label embeddings of ``masks`` ``[M, H, W]`` bool."""
         m = masks.detach().to("cpu").numpy().astype(bool, copy=False)
         infos = self.provenance(frame, m)
-        base = encode_texts([self.labels[i.source][i.id] for i in infos], self.text_device).astype(np.float64)
-        std = self.noise.embedding_std
-        if std > 0 and infos:
-            base += np.stack([_rng(*i.key, _EMB).normal(0.0, std, self.dim) for i in infos])
-        base /= np.linalg.norm(base, axis=1, keepdims=True).clip(1e-12)
-        return torch.from_numpy(base.astype(np.float32)).to(self.device)
+        noise = np.stack([_rng(*i.key, _EMB).normal(0.0, 1.0, self.dim) for i in infos]) if infos else None
+        emb = self._mask_embeddings([self.labels[i.source][i.id] for i in infos], noise)
+        return torch.from_numpy(emb.astype(np.float32)).to(self.device)
 
 
-def make_sim_teacher(labels: dict, seed: int = 0, device="cpu",
-                     noise: NoiseModel = NoiseModel()) -> Tuple[SimSegmenter, SimEmbedder]:
+def make_sim_teacher(labels: dict, seed: int = 0, device="cpu", noise: NoiseModel = NoiseModel(),
+                     regime: str = "clip") -> Tuple[SimSegmenter, SimEmbedder]:
     """A segmenter and an embedder sharing one memo of sampled masks."""
     seg = SimSegmenter(seed, device=device, noise=noise)
-    return seg, SimEmbedder(labels, device=device, segmenter=seg)
+    return seg, SimEmbedder(labels, device=device, segmenter=seg, regime=regime)
+
+
+@torch.no_grad()
+def embedding_statistics(embedder: SimEmbedder, frames: Sequence[Frame], canonical: Sequence[str],
+                         max_pairs_masks: int = 2000) -> Dict[str, float]:
+    """CLIP-comparable statistics of ``embedder``'s mask embeddings over ``frames`` (with masks).
+
+    Per mask (every level's masks, label = the instance it shows), against the query-side text
+    embeddings of every distinct label text and of ``canonical``:
+
+    - ``pos_cos_mean``: mean cosine to its own label's text;
+    - ``canon_margin_mean``: mean of (own-label cosine - best canonical phrase's cosine);
+    - ``other_margin_mean`` / ``nearest_other_margin_mean``: mean of (own-label cosine - the mean /
+      the best cosine over the other label texts);
+    - ``top1_accuracy``: fraction of masks whose best label text is their own;
+    - ``mask_mask_cos_mean``: mean cosine between two different masks (up to ``max_pairs_masks``
+      masks, evenly spread) and ``mask_text_cos_max``: the largest mask-text cosine seen; a
+      modality gap is ``mask_mask_cos_mean > mask_text_cos_max``;
+    - ``masks``: how many masks were measured.
+    """
+    texts = sorted({t for lv in LEVELS for t in embedder.labels[lv].values()})
+    col = {t: i for i, t in enumerate(texts)}
+    T = embedder.embed_text(texts).double().cpu()
+    C = embedder.embed_text(list(canonical)).double().cpu()
+    pos, canon, other, nearest, top1, embs = [], [], [], [], [], []
+    for frame in frames:
+        masks = torch.cat([lv.masks for lv in embedder.segmenter.segment(frame)])
+        if masks.shape[0] == 0:
+            continue
+        infos = embedder.provenance(frame, masks.cpu().numpy())
+        E = embedder.embed_masks(frame, masks).double().cpu()
+        right = torch.tensor([col[embedder.labels[i.source][i.id]] for i in infos])
+        S = E @ T.T
+        p = S.gather(1, right[:, None])[:, 0]
+        rest = S.scatter(1, right[:, None], float("nan"))
+        pos.append(p)
+        canon.append(p - (E @ C.T).max(1).values)
+        other.append(p - rest.nanmean(1))
+        nearest.append(p - rest.nan_to_num(-2.0).max(1).values)
+        top1.append((S.argmax(1) == right).double())
+        embs.append(E)
+    if not pos:
+        raise ValueError("no masks in the given frames")
+    E = torch.cat(embs)
+    sub = E[torch.linspace(0, len(E) - 1, min(len(E), max_pairs_masks)).round().long().unique()]
+    G = sub @ sub.T
+    off = ~torch.eye(len(sub), dtype=torch.bool)
+    cat = lambda xs: torch.cat(xs).mean().item()  # noqa: E731
+    return {"pos_cos_mean": cat(pos), "canon_margin_mean": cat(canon), "other_margin_mean": cat(other),
+            "nearest_other_margin_mean": cat(nearest), "top1_accuracy": cat(top1),
+            "mask_mask_cos_mean": G[off].mean().item() if len(sub) > 1 else float("nan"),
+            "mask_text_cos_max": (E @ torch.cat([T, C]).T).max().item(), "masks": float(len(E))}

@@ -225,7 +225,8 @@ def build_teacher(cfg, device: str | torch.device, sim_labels: Optional[dict] = 
 
         noise = NoiseModel(embedding_std=float(cfg.teacher.sim_embedding_std))
         segmenter = SimSegmenter(cfg=cfg, device=device, scene=scene, noise=noise)
-        embedder = SimEmbedder(labels, cfg=cfg, device=device, segmenter=segmenter)
+        embedder = SimEmbedder(labels, cfg=cfg, device=device, segmenter=segmenter,
+                               regime=cfg.teacher.sim_regime)
     else:
         raise ValueError(f"teacher.segmenter={kind!r}: expected 'sam' or 'sim'")
     return KeyframeTeacher(cfg, segmenter, embedder, device)
