@@ -67,7 +67,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import metrics
+from . import metrics, selection
 from .text_model import CACHE_ENV, CACHE_FILE, ensure_cached
 
 
@@ -75,12 +75,14 @@ FORMAT_VERSION = 1
 MODES = ("avg", "subpart", "part", "whole", "gad")
 ONLINE = "gad_online"  # variant name of step 1
 ORACLE = "label_oracle"  # a perfect field scored by the same protocol: a reference, not an upper bound
-METRICS_2D = ("acc", "iou")
+METRICS_2D = ("acc", "iou", "iou3d")  # iou3d: the 3D Gaussian-selection protocol (.selection)
 METRICS_3D = ("found", "hit", "center_dist", "box_dist")
 DEFAULT_STEPS = 3000
-REFERENCE_HEIGHT = 480  # px; the LERF kernel sizes below are for images this high
-LERF_KERNEL = 30
-LERF_MAJORITY = 7
+REFERENCE_HEIGHT = 480  # px; the image height the scaled kernel sizes (--kernel 0) are relative to
+LERF_KERNEL = 30        # the reference's mean filter, px, whatever the image size (docs/evaluation.md)
+LERF_MAJORITY = 7       # the reference's majority filter, px
+# Changes whenever the scoring protocol does, so run files scored otherwise are never mixed in.
+PROTOCOL = "langsplat-eval/2"
 
 # The CPU profile of --quick: a few optimisation steps per keyframe, fewer Gaussians, 1 thread
 # (the CPU machines are shared). Only the step budgets change, never the protocol.
@@ -106,9 +108,10 @@ class EvalSettings:
     modes: List[str] = field(default_factory=lambda: list(MODES))
     device: str = "auto"
     steps: int = DEFAULT_STEPS          # offline distillation steps per mode
-    kernel: int = 0                     # LERF mean-filter size, px; 0 = 30 scaled to the image height
+    kernel: int = LERF_KERNEL           # mean-filter size, px (the reference's 30); 0 = 30 scaled to the image height
     overrides: Dict[str, object] = field(default_factory=dict)  # dotted config values
     pictures: int = 4                   # queries shown in the relevancy picture (0 = no pictures)
+    protocol: str = PROTOCOL            # scoring protocol version (not an option: part of the key)
 
     def key(self) -> str:
         """Short hash of the settings that shape a run's numbers (not seeds: a run has one)."""
@@ -119,10 +122,11 @@ class EvalSettings:
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def lerf_sizes(height: int, kernel: int = 0) -> Tuple[int, int]:
-    """``(mean-filter size, majority-filter size)`` in px for images ``height`` px high: LERF's 30
-    and 7 at 480 px, scaled with the height otherwise (majority odd, at least 1); ``kernel > 0``
-    fixes the mean filter (and the majority filter at 7, or 1 for ``kernel == 1``)."""
+def lerf_sizes(height: int, kernel: int = LERF_KERNEL) -> Tuple[int, int]:
+    """``(mean-filter size, majority-filter size)`` in px: ``kernel > 0`` fixes the mean filter
+    (the reference: 30, whatever the image size) and the majority filter at 7 (1 for
+    ``kernel == 1``, no smoothing at all); ``kernel == 0`` scales 30 and 7 with the image height
+    ``height`` relative to 480 px (majority odd, at least 1; not the reference)."""
     if kernel > 0:
         return int(kernel), (1 if kernel == 1 else LERF_MAJORITY)
     s = height / REFERENCE_HEIGHT
@@ -302,12 +306,14 @@ def distill_offline(pipeline, cfg, mode: str, steps: int) -> Variant:
 RelevancyFn = Callable[[object, List[str]], np.ndarray]  # (eval frame, texts) -> [T, H, W]
 
 
-def score_views(relevancy_fn: RelevancyFn, scene: SceneData, kernel: int = 0,
-                tags: Optional[dict] = None) -> List[dict]:
+def score_views(relevancy_fn: RelevancyFn, scene: SceneData, kernel: int = LERF_KERNEL,
+                tags: Optional[dict] = None, selection_fn: Optional[RelevancyFn] = None) -> List[dict]:
     """2D records of every (query, eval view) pair whose target is visible in the view.
 
     ``relevancy_fn(frame, texts)``: ``[T, H, W]`` raw relevancy of the rendered eval ``frame`` at
-    its masks' size. Records: ``tags`` plus ``query``, ``level``, ``view``, ``acc`` (0/1), ``iou``.
+    its masks' size. Records: ``tags`` plus ``query``, ``level``, ``view``, ``acc`` (0/1), ``iou``,
+    and ``iou3d`` when ``selection_fn(frame, texts)`` gives the ``[T, H, W]`` bool silhouettes of
+    the 3D selections (:mod:`.selection`): their IoU with the same ground-truth mask.
     """
     from .. import query as q
 
@@ -320,11 +326,15 @@ def score_views(relevancy_fn: RelevancyFn, scene: SceneData, kernel: int = 0,
             raise ValueError(f"relevancy of view {frame.name!r} has shape {rel.shape}, expected "
                              f"({len(texts)}, {H}, {W})")
         k, m = lerf_sizes(H, kernel)
+        sil = None if selection_fn is None else np.asarray(selection_fn(frame, texts))
         for i, query in enumerate(scene.queries):
-            if metrics.view_ground_truth(frame.masks, query) is None:
+            gt = metrics.view_ground_truth(frame.masks, query)
+            if gt is None:
                 continue
             pred = q.segmentation_mask(rel[i], kernel=k, majority=m)
             s = metrics.score_view(rel[i], frame.masks, query, pred_mask=pred.numpy(), kernel=k)
+            if sil is not None:
+                s["iou3d"] = float(q.iou(sil[i], gt[0]))
             out.append({**(tags or {}), "query": query["text"], "level": query["level"], "view": frame.name, **s})
     return out
 
@@ -363,6 +373,25 @@ def label_oracle(scene: SceneData, encode: Callable[[List[str]], "object"], cano
     return fn
 
 
+def label_oracle_selection(pipeline, scene: SceneData, temperature: float) -> RelevancyFn:
+    """The 3D selection silhouettes (:func:`.selection.selection_fn`) of the 3D label oracle: each
+    Gaussian of the map carries the clean text embedding of the ground-truth label it renders into
+    most over the eval views (:func:`.selection.label_oracle_relevancy`)."""
+    from .. import query as q
+
+    engine, g = pipeline.query_engine, pipeline.mapper.gaussians
+    dev = g.means.device
+    texts = [x["text"] for x in scene.queries]
+
+    def label_relevancy(level, label_texts, rows):
+        return q.relevancy(engine.encode(label_texts, dev), engine.encode([texts[i] for i in rows], dev),
+                           engine.canonical(dev), temperature).float().cpu().numpy()
+
+    r = selection.label_oracle_relevancy(pipeline.renderer, g, scene.eval_frames, scene.labels, scene.queries,
+                                         label_relevancy)
+    return selection.selection_fn(pipeline.renderer, g, r, texts)
+
+
 def score_targets(centroids: Sequence[Optional[Sequence[float]]], scene: SceneData,
                   tags: Optional[dict] = None) -> List[dict]:
     """3D records, one per query: ``centroids[i]`` is the best target of query ``i`` (None: none)."""
@@ -372,6 +401,8 @@ def score_targets(centroids: Sequence[Optional[Sequence[float]]], scene: SceneDa
 
 def variant_records(pipeline, variant: Variant, scene: SceneData, kernel: int, tags: dict):
     """2D and 3D records of one variant (its latents are loaded into the map first)."""
+    import torch
+
     _set_latents(pipeline.mapper, variant.latents)
     engine, g = pipeline.query_engine, pipeline.mapper.gaussians
 
@@ -379,7 +410,11 @@ def variant_records(pipeline, variant: Variant, scene: SceneData, kernel: int, t
         return engine.relevancy_image(pipeline.renderer, g, variant.field, frame.T_world_cam,
                                       frame.intrinsics, texts).float().cpu().numpy()
 
-    rec2 = score_views(relevancy, scene, kernel, tags)
+    texts = [q["text"] for q in scene.queries]
+    with torch.no_grad():
+        r3 = engine.gaussian_relevancy(g, variant.field, engine.encode(texts, g.means.device))  # [N, T]
+    sel = selection.selection_fn(pipeline.renderer, g, r3.float().cpu().numpy(), texts)
+    rec2 = score_views(relevancy, scene, kernel, tags, sel)
     answers = engine.query(g, variant.field, [q["text"] for q in scene.queries], max_targets=1)
     best = [a.targets[0].centroid if a.targets else None for a in answers]
     rec3 = score_targets(best, scene, tags)
@@ -415,7 +450,7 @@ def _tile(img: np.ndarray, f: float):
 
 
 def relevancy_picture(path: Path, scene: SceneData, picks: List[Tuple[int, int]],
-                      maps: Dict[str, Dict[Tuple[int, int], np.ndarray]], kernel: int = 0) -> Path:
+                      maps: Dict[str, Dict[Tuple[int, int], np.ndarray]], kernel: int = LERF_KERNEL) -> Path:
     """Rows: (query index, eval view index) ``picks``; columns: RGB with the ground-truth boxes,
     ground-truth mask, then each variant's min-max normalised relevancy with the argmax of its
     smoothed map (green cross: a hit, red: a miss)."""
@@ -599,7 +634,8 @@ def evaluate_run(scene_path, seed: int, settings: EvalSettings, out_dir, picture
     engine = pipeline.query_engine
     dev = pipeline.mapper.gaussians.means.device
     oracle = label_oracle(scene, lambda t: engine.encode(t, dev), engine.canonical(dev), cfg.query.temperature)
-    rec2 += score_views(oracle, scene, settings.kernel, {**tags, "variant": ORACLE})
+    rec2 += score_views(oracle, scene, settings.kernel, {**tags, "variant": ORACLE},
+                        label_oracle_selection(pipeline, scene, cfg.query.temperature))
     stats["eval_s"] = time.perf_counter() - t0
     out_dir = Path(out_dir)
     pics = []
@@ -669,7 +705,8 @@ def _json_default(o):
 # Step 4: aggregation
 # --------------------------------------------------------------------------------------------------
 TABLES = (("iou", "mIoU (%)", 100.0, 1), ("acc", "mAcc, localisation (%)", 100.0, 1),
-          ("hit", "3D hit rate (%)", 100.0, 1), ("found", "3D queries with a target (%)", 100.0, 1),
+          ("hit", "3D hit rate (%)", 100.0, 1), ("iou3d", "mIoU3D, 3D Gaussian selection (%)", 100.0, 1),
+          ("found", "3D queries with a target (%)", 100.0, 1),
           ("center_dist", "3D distance of found targets to the box centre (m)", 1.0, 2))
 
 
@@ -690,15 +727,10 @@ def summarize_runs(runs: Sequence[dict]) -> dict:
     summary = nest(metrics.summarize(rec2, METRICS_2D), metrics.summarize(rec3, METRICS_3D))
     per_seed: Dict[str, Dict[str, Dict[str, Dict[str, float]]]] = {}
     for recs, names in ((rec2, METRICS_2D), (rec3, METRICS_3D)):
-        groups: Dict[Tuple[str, str, int], List[dict]] = {}
-        for r in recs:
-            for lv in (r["level"], metrics.ALL):
-                groups.setdefault((r["variant"], lv, r["seed"]), []).append(r)
-        for (v, lv, seed), rs in groups.items():
+        for (v, lv), ms in metrics.seed_means(recs, names).items():
             d = per_seed.setdefault(v, {}).setdefault(lv, {})
-            for m in names:
-                vals = [float(r[m]) for r in rs if r.get(m) is not None and not math.isnan(float(r[m]))]
-                d.setdefault(m, {})[str(seed)] = float(np.mean(vals)) if vals else math.nan
+            for m, by_seed in ms.items():
+                d.setdefault(m, {}).update({str(seed): x for seed, x in by_seed.items()})
     per_scene = {}
     for sc in sorted({run["scene"] for run in runs}):
         n = nest(metrics.summarize([r for r in rec2 if r["scene"] == sc], METRICS_2D),
@@ -788,8 +820,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--set", dest="overrides", type=_parse_override, action="append", default=[],
                     metavar="SECTION.KEY=VALUE", help="configuration value (repeatable), e.g. "
                     "mapping.steps_per_keyframe=50")
-    ap.add_argument("--kernel", type=int, default=0,
-                    help="LERF mean-filter size in px (default: 30 at 480 px image height, scaled)")
+    ap.add_argument("--kernel", type=int, default=LERF_KERNEL,
+                    help=f"mean-filter size in px (default {LERF_KERNEL}, the reference's, whatever the image "
+                    f"size; 0: 30 and the 7 px majority filter scaled with the image height / {REFERENCE_HEIGHT})")
     ap.add_argument("--pictures", type=int, default=4, help="queries in the relevancy picture (0: no pictures)")
     ap.add_argument("--out", help="output folder (default: DATASET/eval)")
     ap.add_argument("--jobs", type=int, default=1, help="(scene, seed) runs in parallel processes")
