@@ -20,30 +20,25 @@ INTR = Intrinsics(40.0, 40.0, 16.0, 12.0, 32, 24)
 
 
 def _line(n=12):
-    return np.stack([np.arange(n, dtype=np.float64), np.zeros(n), np.zeros(n)], axis=1)
+    # x_i = i + 0.001 i^2: spacing grows a little along the line, so no two Gaussians are at the
+    # same distance from a third and every "10 nearest" below is unambiguous.
+    i = np.arange(n, dtype=np.float64)
+    return np.stack([i + 0.001 * i ** 2, np.zeros(n), np.zeros(n)], axis=1)
 
 
 def test_smoothing_with_ten_nearest_neighbours_by_hand():
-    # 12 Gaussians at x = 0..11 on a line, relevancy 1 at x = 0 only. The 10 nearest others of
-    # x = 1..5 include x = 0 (for x = 5: 0..4 and 6..10, all within 5 m; x = 11 is 6 m away), so
-    # r' = 0.5 (0 + 1/10) = 0.05; those of x = 6..11 do not (x = 6: 1..5 and 7..11 within 5 m,
-    # x = 0 at 6 m): r' = 0. x = 0 itself: 0.5 (1 + 0) = 0.5.
+    # 12 Gaussians on a line (x_i ~ i), relevancy 1 at i = 0 only. The 10 nearest of a Gaussian
+    # include itself. i = 0: 0..9, mean 0.1, r' = 0.5 (1 + 0.1) = 0.55. i = 1..4: within 8 of them
+    # there are 10 Gaussians including 0 (e.g. i = 4: 0..9): r' = 0.5 (0 + 0.1) = 0.05. i = 5:
+    # 1..9 (9) and then 0 (5.025 away) before 10 (5.075 away): 0.05. i = 6: 2..10 (9) and then 1
+    # (5.035) before 11 (5.085) and 0 (6.036): r' = 0. i >= 7: 0 is farther still: 0.
     r = np.zeros((12, 1))
     r[0] = 1.0
     got = sel.smooth_relevancy(_line(), r)
-    assert np.allclose(got[:, 0], [0.5] + [0.05] * 5 + [0.0] * 6)
-    # Columns are texts, smoothed independently; fewer Gaussians than 11: all others are neighbours.
-    two = sel.smooth_relevancy(_line(3), np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 3.0]]))
-    assert np.allclose(two, [[0.5, 0.75], [0.25, 0.75], [0.25, 1.5]])
-
-
-def test_a_gaussian_is_not_its_own_neighbour_even_when_another_shares_its_centre():
-    pts = np.zeros((3, 3))
-    pts[2, 0] = 5.0
-    r = np.array([[1.0], [0.0], [0.0]])
-    # k = 2 others each: Gaussian 0's are 1 and 2 (mean 0), Gaussian 1's are 0 and 2 (mean 0.5).
-    got = sel.smooth_relevancy(pts, r, neighbours=2)
-    assert np.allclose(got[:, 0], [0.5, 0.25, 0.25])
+    assert np.allclose(got[:, 0], [0.55] + [0.05] * 5 + [0.0] * 6)
+    # Columns are texts, smoothed independently; fewer Gaussians than 10: all of them.
+    few = sel.smooth_relevancy(_line(3), np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 3.0]]))
+    assert np.allclose(few, [[2 / 3, 0.5], [1 / 6, 0.5], [1 / 6, 2.0]])
 
 
 def test_selection_rule_is_n_above_0_7():
@@ -52,7 +47,7 @@ def test_selection_rule_is_n_above_0_7():
     got = sel.select(s)
     assert got[:, 0].tolist() == [False, False, False, True, True]
     assert got[:, 1].tolist() == [False, False, False, False, True]     # n = 0, 0, .25, .5, 1
-    # The smoothed line above: only x = 0 (n = 1; the others n <= 0.1).
+    # The smoothed line above: only i = 0 (n = 1; the others n <= 0.05 / 0.55).
     r = np.zeros((12, 1))
     r[0] = 1.0
     assert sel.gaussian_selection(r, _line())[:, 0].tolist() == [True] + [False] * 11
@@ -63,20 +58,23 @@ def _map(points, opacity=0.99, scale=0.05):
                                    torch.full((len(points), 3), 0.5), scale, opacity=opacity)
 
 
-def test_silhouette_is_the_selected_share_of_the_rendered_opacity():
+def test_silhouette_is_the_selection_rendered_alone():
     renderer = make_renderer("torch", "cpu")
-    # One Gaussian on the optical axis: selected, its silhouette is where its own alpha > 0.5.
+    # One Gaussian on the optical axis: selected, its silhouette is where its alpha >= 10.5 / 255
+    # (an 8-bit alpha image above 10).
     g = _map([[0.0, 0.0, 1.0]], scale=0.1)
     alpha = render_channels(renderer, g, torch.ones(1, 1), T_CAM, INTR, "cpu")[..., 0].numpy()
     s = sel.silhouettes(renderer, g, np.array([[True, False]]), T_CAM, INTR)
     assert s.shape == (2, 24, 32)
-    assert np.array_equal(s[0], alpha > 0.5) and s[0, 12, 16] and not s[0, 0, 0] and not s[1].any()
-    # Occlusion: an unselected opaque Gaussian in front of a selected one on the same ray. The back
-    # one's share at the centre is (1 - a_front) a_back <= 0.01 x 0.99: hidden. Selected in front: ~0.99.
+    assert np.array_equal(s[0], alpha >= 10.5 / 255) and s[0, 12, 16] and not s[0, 0, 0] and not s[1].any()
+    assert (alpha > 0.01).sum() > s[0].sum() > (alpha > 0.5).sum()   # the low threshold matters
+    # Rendered alone, a selected Gaussian behind an unselected opaque one still shows (the
+    # reference ignores occlusion by unselected Gaussians); nothing selected: nothing rendered.
     g2 = _map([[0.0, 0.0, 1.0], [0.0, 0.0, 2.0]], scale=0.1)
-    back = sel.silhouettes(renderer, g2, np.array([[False], [True]]), T_CAM, INTR)[0]
-    front = sel.silhouettes(renderer, g2, np.array([[True], [False]]), T_CAM, INTR)[0]
-    assert not back[12, 16] and front[12, 16]
+    both = sel.silhouettes(renderer, g2, np.array([[False, True, False], [True, True, False]]), T_CAM, INTR)
+    assert both[0, 12, 16] and both[1, 12, 16] and not both[2].any()
+    alone = render_channels(renderer, _map([[0.0, 0.0, 2.0]], scale=0.1), torch.ones(1, 1), T_CAM, INTR, "cpu")
+    assert np.array_equal(both[0], alone[..., 0].numpy() >= 10.5 / 255)
 
 
 def test_selection_of_a_relevant_cluster_renders_its_silhouette():
@@ -85,15 +83,15 @@ def test_selection_of_a_relevant_cluster_renders_its_silhouette():
     left = np.array([-0.2, 0.0, 1.0]) + 0.005 * gen.standard_normal((12, 3))
     right = np.array([0.2, 0.0, 1.0]) + 0.005 * gen.standard_normal((12, 3))
     g = _map(np.concatenate([left, right]))
-    # Relevancy 1 on the left cluster, 0 on the right: each Gaussian's 10 nearest neighbours lie in
-    # its own cluster (0.4 m apart, 1 cm wide), so r' = r and only the left cluster is selected.
+    # Relevancy 1 on the left cluster, 0 on the right: each Gaussian's 10 nearest lie in its own
+    # cluster (0.4 m apart, 1 cm wide), so r' = r and only the left cluster is selected.
     r = np.concatenate([np.ones(12), np.zeros(12)])[:, None]
     fn = sel.selection_fn(renderer, g, r, ["left thing"])
     frame = SimpleNamespace(T_world_cam=T_CAM, intrinsics=INTR)
     got = fn(frame, ["left thing"])[0]
     alone = render_channels(renderer, _map(left), torch.ones(12, 1), T_CAM, INTR, "cpu")[..., 0].numpy()
     # The clusters are 16 px apart with 2 px spread: the right one adds nothing near the left.
-    assert np.array_equal(got, alone > 0.5) and got[12, 8] and not got[:, 16:].any()
+    assert np.array_equal(got, alone >= 10.5 / 255) and got[12, 8] and not got[:, 16:].any()
 
 
 def test_label_votes_and_the_3d_label_oracle():

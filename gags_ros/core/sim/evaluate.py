@@ -326,14 +326,15 @@ def score_views(relevancy_fn: RelevancyFn, scene: SceneData, kernel: int = LERF_
             raise ValueError(f"relevancy of view {frame.name!r} has shape {rel.shape}, expected "
                              f"({len(texts)}, {H}, {W})")
         k, m = lerf_sizes(H, kernel)
-        sil = None if selection_fn is None else np.asarray(selection_fn(frame, texts))
-        for i, query in enumerate(scene.queries):
-            gt = metrics.view_ground_truth(frame.masks, query)
-            if gt is None:
-                continue
+        gts = {i: gt for i, gt in enumerate(metrics.view_ground_truth(frame.masks, x) for x in scene.queries)
+               if gt is not None}
+        # silhouettes only of the queries scored in this view (each is a render)
+        sil = {} if selection_fn is None else dict(zip(gts, selection_fn(frame, [texts[i] for i in gts])))
+        for i, gt in gts.items():
+            query = scene.queries[i]
             pred = q.segmentation_mask(rel[i], kernel=k, majority=m)
             s = metrics.score_view(rel[i], frame.masks, query, pred_mask=pred.numpy(), kernel=k)
-            if sil is not None:
+            if i in sil:
                 s["iou3d"] = float(q.iou(sil[i], gt[0]))
             out.append({**(tags or {}), "query": query["text"], "level": query["level"], "view": frame.name, **s})
     return out

@@ -2,63 +2,54 @@
 
 The 2D protocol (:mod:`gags_ros.core.query`'s LERF-OVS functions) scores a rendered relevancy
 image; this one scores the map itself, which is what a robot queries. It is the LERF-OVS "3D object
-selection" protocol of the 3D open-vocabulary literature (OpenGaussian, Dr. Splat and others),
-per text query:
+selection" protocol of the 3D open-vocabulary literature (OpenGaussian, Dr. Splat and others; the
+constants and their sources are in docs/evaluation.md), per text query:
 
 1. relevancy ``r`` of every Gaussian (the query engine's, all Gaussians);
 2. smoothed over space: ``r' = 0.5 (r + mean of r over the Gaussian's NEIGHBOURS nearest
-   neighbours)`` (its own centre excluded; scipy's cKDTree on the centres);
+   Gaussians)``, the Gaussian itself being the first of them (what sklearn's
+   ``NearestNeighbors(10).kneighbors(X)`` on the fitted points returns; scipy's cKDTree here);
 3. min-max normalised over the Gaussians, ``clip(2 n - 1, 0, 1) > THRESHOLD`` selects (n > 0.7);
-4. the selection is rendered into each eval view with the whole map
-   (:func:`silhouettes`): per pixel the opacity-weighted share of the selected Gaussians,
-   ``sum_i w_i s_i`` with ``w_i`` the blending weights of all Gaussians and ``s_i`` in {0, 1};
-   a pixel belongs to the selection when that share is above ``SILHOUETTE_THRESHOLD``;
+4. the selected Gaussians are rendered alone into each eval view (:func:`silhouettes`); a pixel
+   belongs to the selection when their accumulated alpha is at least ``SILHOUETTE_ALPHA``
+   (OpenGaussian's evaluation saves the alpha as an 8-bit image and keeps pixels above 10);
 5. IoU of that silhouette with the ground-truth mask of the query in the view, averaged like the
    2D IoU -> mIoU3D.
 
-Step 4 renders the selection inside the map rather than alone: the ground-truth masks are visible
-masks, and a selected object behind another must not count where it is hidden.
+Rendered alone, a selected object counts where another hides it in the view, as in the reference.
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Sequence
 
 import numpy as np
 import torch
 
-NEIGHBOURS = 10              # nearest neighbours whose mean relevancy smooths a Gaussian's
-THRESHOLD = 0.4              # on clip(2 n - 1, 0, 1): n > 0.7 selects
-SILHOUETTE_THRESHOLD = 0.5   # share of a pixel's opacity that selected Gaussians must exceed
+NEIGHBOURS = 10                    # nearest Gaussians (itself included) whose mean smooths r
+THRESHOLD = 0.4                    # on clip(2 n - 1, 0, 1): n > 0.7 selects
+SILHOUETTE_ALPHA = 10.5 / 255      # 8-bit alpha > 10 after rounding: alpha >= 10.5 / 255
 
 
 def smooth_relevancy(means, relevancy, neighbours: int = NEIGHBOURS) -> np.ndarray:
-    """``[N, T]`` float64: ``0.5 (r + mean of r over each Gaussian's ``neighbours`` nearest other
-    Gaussians)`` for centres ``means`` ``[N, 3]`` (metres) and relevancy ``[N, T]``. Fewer than
-    ``neighbours + 1`` Gaussians: all the others are the neighbours."""
+    """``[N, T]`` float64: ``0.5 (r + mean of r over each Gaussian's ``neighbours`` nearest
+    Gaussians, itself included)`` for centres ``means`` ``[N, 3]`` (metres) and relevancy
+    ``[N, T]``. Fewer Gaussians than ``neighbours``: all of them."""
     from scipy.spatial import cKDTree
 
     pts = np.asarray(means, dtype=np.float64)
     r = np.asarray(relevancy, dtype=np.float64)
-    n = len(pts)
-    k = min(int(neighbours), n - 1)
-    if k <= 0:
+    k = min(int(neighbours), len(pts))
+    if k == 0:
         return r.copy()
-    _, idx = cKDTree(pts).query(pts, k=k + 1)                      # [N, k + 1], usually itself first
-    idx = idx.reshape(n, k + 1)
-    # A Gaussian is its own nearest point unless another shares its centre: drop it wherever it
-    # appears, else the farthest of the k + 1.
-    own = idx == np.arange(n)[:, None]
-    drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
-    keep = np.ones_like(idx, dtype=bool)
-    keep[np.arange(n), drop] = False
-    nb = idx[keep].reshape(n, k)                                   # [N, k]
-    return 0.5 * (r + r[nb].mean(axis=1))
+    _, idx = cKDTree(pts).query(pts, k=k)                          # [N, k], itself first
+    return 0.5 * (r + r[idx.reshape(len(pts), k)].mean(axis=1))
 
 
 def select(smoothed, threshold: float = THRESHOLD) -> np.ndarray:
     """``[N, T]`` bool: per column (text), min-max normalise ``smoothed`` ``[N, T]`` over the
-    Gaussians (``n = (x - min) / (max - min + 1e-9)``, as the reference's 2D rule) and select where
+    Gaussians (``n = (x - min) / (max - min + 1e-9)``) and select where
     ``clip(2 n - 1, 0, 1) > threshold``."""
     x = np.asarray(smoothed, dtype=np.float64)
     n = x - x.min(axis=0, keepdims=True)
@@ -73,18 +64,24 @@ def gaussian_selection(relevancy, means, neighbours: int = NEIGHBOURS, threshold
 
 
 def silhouettes(renderer, gaussians, selected, T_world_cam, intrinsics,
-                threshold: float = SILHOUETTE_THRESHOLD) -> np.ndarray:
+                alpha: float = SILHOUETTE_ALPHA) -> np.ndarray:
     """Step 4: ``[T, H, W]`` bool silhouettes of the selections ``selected`` ``[N, T]`` (bool) of
     ``gaussians`` in the view ``T_world_cam`` (``[4, 4]`` camera-to-world) with ``intrinsics``
-    (its size is the output size): where the opacity-weighted share of the selected Gaussians,
-    rendered with the whole map, exceeds ``threshold``."""
+    (its size is the output size): each selection rendered alone, its accumulated alpha
+    ``>= alpha``. One render per non-empty selection, of the selected Gaussians only."""
     from ..language.field import render_channels
 
+    sel = np.asarray(selected, dtype=bool)
+    out = np.zeros((sel.shape[1], int(intrinsics.height), int(intrinsics.width)), dtype=bool)
     dev = gaussians.means.device
-    s = torch.as_tensor(np.asarray(selected), dtype=torch.float32, device=dev)  # [N, T]
-    with torch.no_grad():
-        share = render_channels(renderer, gaussians, s, T_world_cam, intrinsics, dev)  # [H, W, T]
-    return (share > threshold).permute(2, 0, 1).cpu().numpy()
+    for t in np.flatnonzero(sel.any(axis=0)):
+        idx = torch.as_tensor(np.flatnonzero(sel[:, t]), device=dev)
+        sub = SimpleNamespace(means=gaussians.means[idx], quats=gaussians.quats[idx],
+                              scales=gaussians.scales[idx], opacities=gaussians.opacities[idx])
+        with torch.no_grad():  # one channel of ones composites to the accumulated alpha
+            a = render_channels(renderer, sub, torch.ones(len(idx), 1, device=dev), T_world_cam, intrinsics, dev)
+        out[t] = (a[..., 0] >= alpha).cpu().numpy()
+    return out
 
 
 def selection_fn(renderer, gaussians, relevancy: Sequence, texts: Sequence[str], **kw):
