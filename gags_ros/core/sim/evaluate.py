@@ -21,18 +21,24 @@ and ``queries.json``: one scene folder (``transforms.json``) or a benchmark fold
    step 1 from the teacher outputs the online run stored. Variants ``avg``, ``subpart``, ``part``,
    ``whole``, ``gad``.
 3. Scores on the eval-split views, for each query of ``queries.json`` and each view where its
-   target is visible: the relevancy image of the rendered view; LERF localisation (a hit when the
-   argmax of the ``k x k`` mean-filtered relevancy lies in the pixel box of one of the query's
-   instances) and segmentation IoU with the union of its instances' masks at its level (LERF
-   thresholding: R' = (R + mean_k(R)) / 2, min-max, > 0.4, ``m x m`` majority filter);
-   ``k = 30`` and ``m = 7`` for 480 px high images, scaled with the image height otherwise
-   (``--kernel`` fixes k). In 3D, per query: the best target of the query engine (threshold,
+   target is visible: the relevancy image of the rendered view, scored as LangSplat's LERF-OVS
+   evaluation code does (:mod:`gags_ros.core.query`; docs/evaluation.md has every constant with
+   its source): localisation (a hit when a pixel tied at the maximum of the ``k x k``
+   mean-filtered relevancy lies in the pixel box of one of the query's instances) and
+   segmentation IoU with the union of its instances' masks at its level (R' = (R + mean_k(R)) / 2,
+   min-max, clip(2 n - 1, 0, 1) > 0.4, ``m x m`` majority filter); ``k = 30`` and ``m = 7``
+   whatever the image size (``--kernel K`` fixes k, ``--kernel 0`` scales both with the image
+   height). mIoU3D (:mod:`.selection`): the Gaussians the query selects (kNN-smoothed relevancy,
+   min-max, clip(2 n - 1, 0, 1) > 0.4) rendered alone into the view, IoU of their silhouette with
+   the same mask. In 3D, per query: the best target of the query engine (threshold,
    neighbour cleanup, clustering) is a hit when its centroid lies in the query's ground-truth box;
    distance errors to the box centre and to the box. Per level (whole / part / subpart) and
-   pooled ("all"). Reference row ``label_oracle`` (2D only): the same scoring of a perfect field,
-   each pixel carrying the clean text embedding of its ground-truth label at the query's level.
-4. Per seed a metric is the mean over all its (query, view) pairs (2D) or queries (3D) of all
-   scenes; the tables give the mean and the sample std over seeds.
+   pooled ("all"). Reference row ``label_oracle`` (no 3D targets): the same scoring of a perfect
+   field, each pixel carrying the clean text embedding of its ground-truth label at the query's
+   level; its mIoU3D gives each Gaussian the label it renders into most.
+4. Per seed a metric is the mean over scenes of each scene's mean over its (query, view) pairs
+   (2D, mIoU3D) or queries (3D), as LERF-OVS reports the mean of per-scene numbers; the tables
+   give the mean and the sample std over seeds.
 
 Outputs in ``--out`` (default ``DATASET/eval``): ``results.json`` (settings, summary, per-scene
 numbers, per-run statistics), ``results.md`` (tables), ``runs/<scene>__seed<k>.json`` (every
@@ -74,7 +80,7 @@ from .text_model import CACHE_ENV, CACHE_FILE, ensure_cached
 FORMAT_VERSION = 1
 MODES = ("avg", "subpart", "part", "whole", "gad")
 ONLINE = "gad_online"  # variant name of step 1
-ORACLE = "label_oracle"  # a perfect field scored by the same protocol: a reference, not an upper bound
+ORACLE = "label_oracle"  # a perfect field scored by the same protocol: a reference row
 METRICS_2D = ("acc", "iou", "iou3d")  # iou3d: the 3D Gaussian-selection protocol (.selection)
 METRICS_3D = ("found", "hit", "center_dist", "box_dist")
 DEFAULT_STEPS = 3000
@@ -344,7 +350,9 @@ def label_oracle(scene: SceneData, encode: Callable[[List[str]], "object"], cano
     """Relevancy images of a perfect language field: every pixel carries the clean text embedding of
     its ground-truth label at the query's level (0 where no instance). Scored like the variants, it
     is a reference for what the text model and the protocol make of perfect labels (variant
-    ``label_oracle``); not an upper bound: learned fields can beat its mIoU (default set: 33-35 vs 30.7).
+    ``label_oracle``). Not an upper bound under our former threshold (n > 0.4: learned fields
+    beat its mIoU on the default set, 33-35 vs 30.7); see docs/results/sim_small_cpu.md for the
+    reference protocol.
 
     ``encode(texts) -> [T, D]`` unit embeddings (the query engine's); ``canonical``: ``[C, D]``.
     """
@@ -755,9 +763,11 @@ def markdown(summary: dict, runs: Sequence[dict], title: str = "") -> str:
     lines = [f"# {title or 'Evaluation'}", "",
              f"{len(scenes)} scene(s) ({', '.join(scenes)}), seeds {seeds}; cells: mean ± std over seeds. "
              f"Variants: {ONLINE} = the online map (GaD while streaming); the others are offline "
-             f"distillations on the same geometry and teacher outputs; {ORACLE} (2D only) = a perfect field, each "
-             f"pixel carrying the clean text embedding of its ground-truth label at the query's level: what the "
-             f"text model and the protocol make of perfect labels (a reference, not an upper bound).", ""]
+             f"distillations on the same geometry and teacher outputs; {ORACLE} = a perfect field, each "
+             f"pixel carrying the clean text embedding of its ground-truth label at the query's level (mIoU3D: "
+             f"each Gaussian carrying the label it renders into most): what the text model and the protocol make "
+             f"of perfect labels. 2D: LangSplat's LERF-OVS protocol; mIoU3D: the 3D Gaussian-selection protocol "
+             f"(docs/evaluation.md).", ""]
     for metric, name, scale, digits in TABLES:
         lines += [metrics.format_table(flat, metric, variants, scale=scale, digits=digits, title=name), ""]
     return "\n".join(lines)
