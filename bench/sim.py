@@ -4,11 +4,16 @@ A thin wrapper of :mod:`gags_ros.core.sim.evaluate` (same arguments, see docs/ev
 runs the evaluation, then records, for the pooled level "all", the mean over seeds in "value" and
 the sample std over seeds in "std" (percent):
 
-- sim_<variant>_miou, sim_<variant>_macc, sim_<variant>_hit3d for every variant evaluated
-  (gad, avg, subpart, part, whole: offline distillations on the same geometry; gad_online: the
-  map built while streaming), e.g. sim_gad_miou, sim_avg_miou, sim_gad_online_miou;
-- sim_<variant>_dist3d: distance of the target centroid to the box centre (m);
-- sim_gad_minus_avg_miou / _macc: the GaD gain of the paper's ablation, when both were run.
+- sim_<preset>_<variant>_miou, _macc (the reference 2D protocol), _miou3d (the 3D
+  Gaussian-selection protocol), _hit3d for every variant evaluated (gad, avg, subpart, part,
+  whole: offline distillations on the same geometry; gad_online: the map built while streaming;
+  oracle: the label oracle), e.g. sim_small_gad_online_miou3d, sim_small_oracle_miou;
+- sim_<preset>_<variant>_dist3d: distance of the target centroid to the box centre (m);
+- sim_<preset>_gad_minus_avg_miou / _macc: the GaD gain of the paper's ablation, when both were run.
+
+Records made before the protocol followed the reference (evaluate.PROTOCOL, stored in each record
+as "protocol") are named sim_<variant>_<metric> without the preset and were scored with our former
+rule (n > 0.4, replicated border, first argmax, kernels scaled with the image height).
 
 Each record carries the dataset preset (also in its command), scenes, seeds, the evaluation's
 settings and its results folder. Nothing is recorded for a partial evaluation (``--only`` without
@@ -71,28 +76,31 @@ def main(argv=None) -> int:
     preset = preset_name(a.dataset)
     argv_s = " ".join(sys.argv[1:] if argv is None else list(argv))
     command = f"python -m bench.sim {argv_s}  # preset {preset}"
-    extra = {"preset": preset, "scenes": res["scenes"], "seeds": res["seeds"], "settings": res["settings"],
+    extra = {"protocol": ev.PROTOCOL, "preset": preset, "scenes": res["scenes"], "seeds": res["seeds"], "settings": res["settings"],
              "results": str(out / "results.json"), "seconds": round(time.time() - t0, 1)}
     # Runs made on another machine (a GPU run merged here with --resume) keep their device.
     devices = {r.get("device_name") for r in res["runs"]}
     if len(devices) == 1 and None not in devices and devices != {"cpu"}:
         extra["device"] = devices.pop()
     summary = res["summary"]
+    prefix = "sim_" + "".join(c if c.isalnum() else "_" for c in preset)
     for v in res["variants"]:
         allv = summary[v].get("all", {})
+        short = "oracle" if v == ev.ORACLE else v
         for metric, name, scale, unit in (("iou", "miou", 100.0, "%"), ("acc", "macc", 100.0, "%"),
-                                          ("hit", "hit3d", 100.0, "%"), ("center_dist", "dist3d", 1.0, "m")):
+                                          ("iou3d", "miou3d", 100.0, "%"), ("hit", "hit3d", 100.0, "%"),
+                                          ("center_dist", "dist3d", 1.0, "m")):
             s = allv.get(metric)
             if s is None or s["mean"] != s["mean"]:  # nan: not measured
                 continue
-            record(a.bench, f"sim_{v}_{name}", s["mean"] * scale, unit, command, std=s["std"] * scale,
+            record(a.bench, f"{prefix}_{short}_{name}", s["mean"] * scale, unit, command, std=s["std"] * scale,
                    n=s["n"], **extra)
     if "gad" in summary and "avg" in summary:
         for metric, name in (("iou", "miou"), ("acc", "macc")):
             g, b = res["per_seed"]["gad"]["all"][metric], res["per_seed"]["avg"]["all"][metric]
             diffs = [g[k] - b[k] for k in g if k in b and g[k] == g[k] and b[k] == b[k]]
             if diffs:
-                record(a.bench, f"sim_gad_minus_avg_{name}", 100.0 * statistics.mean(diffs), "%", command,
+                record(a.bench, f"{prefix}_gad_minus_avg_{name}", 100.0 * statistics.mean(diffs), "%", command,
                        std=100.0 * (statistics.stdev(diffs) if len(diffs) > 1 else 0.0), **extra)
     return 0
 

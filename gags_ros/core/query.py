@@ -43,7 +43,9 @@ see bench/query.py, ``--profile`` for a per-stage breakdown).
 
 2D: :meth:`QueryEngine.relevancy_image` renders the latents of any camera view and decodes them;
 :func:`localisation_hit`, :func:`segmentation_mask` and :func:`iou` implement the evaluation
-protocol (30x30 mean filter; R' = 0.5 (R + mean30(R)), min-max, > 0.4, 7x7 majority).
+protocol of LERF-OVS as LangSplat's evaluation code scores it (30x30 mean filter with OpenCV's
+reflect-101 border; R' = 0.5 (R + mean30(R)), min-max, clip(2 n - 1, 0, 1) > 0.4, 7x7 majority;
+docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -57,11 +59,11 @@ import numpy as np
 import torch
 
 from .language.field import autocast_dtype, render_channels
-from .language.losses import box_mean
 
 __all__ = [
     "QueryEngine", "QueryResult", "QueryTarget", "cleanup_mask", "connected_components", "iou",
-    "check_query_text", "localisation_hit", "mean_filter", "relevancy", "segmentation_mask",
+    "check_query_text", "localisation_hit", "majority_filter", "mean_filter", "relevancy",
+    "segmentation_mask",
 ]
 
 MAX_PAIRS = 1 << 24  # (point, candidate) pairs measured at once: bounds the memory of a search
@@ -590,47 +592,90 @@ def _as_image(x) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).float()
 
 
-def mean_filter(x: torch.Tensor, k: int) -> torch.Tensor:
-    """``[H, W]`` -> ``[H, W]`` mean over the ``k x k`` window of each pixel, borders replicated (so
-    windows keep their size and the argmax is not drawn towards the image border; for even ``k``
-    the window reaches one pixel further right/down).
+# The reference is LangSplat's eval/evaluate_iou_loc.py and eval/utils.py (GAGS's copy is the
+# same on one map); docs/evaluation.md cites file and line for each constant.
+REFERENCE_KERNEL = 30        # px, mean-filter window, whatever the image size
+REFERENCE_MAJORITY = 7       # px, majority-filter window (utils.smooth: 3 px either side)
+REFERENCE_THRESHOLD = 0.4    # on clip(2 n - 1, 0, 1), n the min-max normalised map: n > 0.7
+TIE_TOLERANCE = 1e-9         # smoothed values this close to the maximum count as tied with it
 
-    Summed-area table in float64: O(H W) whatever ``k`` (a direct ``avg_pool2d`` costs O(H W k^2),
-    0.13 s per 640 x 480 map at k = 30 on one CPU core, which dominated the evaluation's scoring).
+
+def reflect101_index(n: int, lo: int, hi: int) -> torch.Tensor:
+    """``[n + lo + hi]`` long: source index of each position ``-lo .. n - 1 + hi`` of a row of ``n``
+    pixels extended by OpenCV's default border ``BORDER_REFLECT_101`` (``gfedcb|abcdefgh|gfedcba``:
+    the edge pixel is not repeated), reflecting again as often as the extension needs."""
+    i = torch.arange(-lo, n + hi)
+    if n == 1:
+        return torch.zeros_like(i)
+    period = 2 * (n - 1)
+    j = i.remainder(period)
+    return torch.where(j >= n, period - j, j)
+
+
+def mean_filter(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``[H, W]`` -> ``[H, W]``: OpenCV's ``filter2D`` with a ``k x k`` box of ``1 / k^2`` and its
+    defaults: anchor at the kernel centre ``k // 2`` (the window of pixel ``p`` is
+    ``[p - k // 2, p + k - 1 - k // 2]``, ``[p - 15, p + 14]`` for k = 30) and border
+    ``BORDER_REFLECT_101``, so a corner pixel enters its own window once (weight ``1 / k^2``).
+
+    Summed-area table in float64: O(H W) whatever ``k``.
     """
-    lo = (k - 1) // 2
+    H, W = x.shape
+    lo = k // 2
     hi = k - 1 - lo
-    xp = torch.nn.functional.pad(x[None, None].double(), (lo, hi, lo, hi), mode="replicate")[0, 0]
-    c = torch.nn.functional.pad(xp.cumsum(0).cumsum(1), (1, 0, 1, 0))  # [H + k, W + k], c[i, j] = sum xp[:i, :j]
+    xp = x.double()[reflect101_index(H, lo, hi)][:, reflect101_index(W, lo, hi)]  # [H + k - 1, W + k - 1]
+    c = torch.nn.functional.pad(xp.cumsum(0).cumsum(1), (1, 0, 1, 0))  # c[i, j] = sum xp[:i, :j]
     s = c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
     return (s / (k * k)).to(x.dtype)
 
 
-def localisation_hit(relevancy_map, boxes, kernel: int = 30) -> Tuple[bool, Tuple[int, int]]:
-    """LERF localisation: smooth ``relevancy_map`` ``[H, W]`` with a ``kernel`` x ``kernel`` mean
-    filter (:func:`mean_filter`), take the argmax pixel ``(x, y)`` (column, row); a hit when it lies in any of ``boxes``
-    (``[B, 4]`` pixel boxes ``x_min, y_min, x_max, y_max``, inclusive). Returns ``(hit, (x, y))``."""
+def localisation_hit(relevancy_map, boxes, kernel: int = REFERENCE_KERNEL) -> Tuple[bool, Tuple[int, int]]:
+    """LERF-OVS localisation: smooth ``relevancy_map`` ``[H, W]`` with :func:`mean_filter`; every
+    pixel tied at the maximum (within :data:`TIE_TOLERANCE`) is a candidate and the query is a hit
+    when any candidate ``(x, y)`` (column, row) lies in any of ``boxes`` (``[B, 4]`` pixel boxes
+    ``x_min, y_min, x_max, y_max``, inclusive). Returns ``(hit, (x, y))``: a candidate inside a box
+    when hit, else the first candidate in row-major order."""
     r = _as_image(relevancy_map)
-    H, W = r.shape
-    sm = mean_filter(r, kernel)
-    flat = int(torch.argmax(sm.reshape(-1)))
-    y, x = divmod(flat, W)
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    hit = bool(np.any((b[:, 0] <= x) & (x <= b[:, 2]) & (b[:, 1] <= y) & (y <= b[:, 3])))
-    return hit, (x, y)
+    sm = mean_filter(r, kernel).double()
+    ys, xs = torch.nonzero(sm >= sm.max() - TIE_TOLERANCE, as_tuple=True)
+    b = torch.as_tensor(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
+    inside = ((b[:, 0] <= xs[:, None]) & (xs[:, None] <= b[:, 2])
+              & (b[:, 1] <= ys[:, None]) & (ys[:, None] <= b[:, 3])).any(dim=1)  # [candidates]
+    i = int(torch.nonzero(inside)[0, 0]) if bool(inside.any()) else 0
+    return bool(inside.any()), (int(xs[i]), int(ys[i]))
 
 
-def segmentation_mask(relevancy_map, threshold: float = 0.4, kernel: int = 30, majority: int = 7) -> torch.Tensor:
-    """LERF / LangSplat segmentation: R' = 0.5 (R + mean_kernel(R)), min-max normalised, ``> threshold``,
-    then a ``majority`` x ``majority`` majority filter (a pixel is set when more than half of its
-    window inside the image is). ``[H, W]`` -> ``[H, W]`` bool."""
-    r = _as_image(relevancy_map)
+def majority_filter(mask, size: int = REFERENCE_MAJORITY) -> torch.Tensor:
+    """``[H, W]`` bool -> ``[H, W]`` bool, LangSplat's ``smooth``: with ``r = size // 2``, pixel
+    ``(i, j)`` becomes the majority value of rows ``max(0, i - r) .. min(i + r + 1, H - 1) - 1`` and
+    columns alike (the reference's slice ends at ``H - 1``, so the last row and column never vote),
+    ties to 0 (numpy's argmax of the bincount). ``size <= 1``: the mask unchanged."""
+    m = torch.as_tensor(np.asarray(mask) if not torch.is_tensor(mask) else mask).bool()
+    r = int(size) // 2
+    if r == 0:
+        return m.clone()
+    H, W = m.shape
+    if H < 2 or W < 2:
+        raise ValueError(f"majority filter of a {H}x{W} mask: the reference's windows are empty")
+    c = torch.nn.functional.pad(m.double().cumsum(0).cumsum(1), (1, 0, 1, 0))  # [H + 1, W + 1]
+    i, j = torch.arange(H), torch.arange(W)
+    r0, r1 = (i - r).clamp_min(0), (i + r + 1).clamp_max(H - 1)      # [H] rows [r0, r1)
+    c0, c1 = (j - r).clamp_min(0), (j + r + 1).clamp_max(W - 1)      # [W] columns [c0, c1)
+    ones = c[r1][:, c1] - c[r0][:, c1] - c[r1][:, c0] + c[r0][:, c0]  # [H, W]
+    area = (r1 - r0)[:, None] * (c1 - c0)[None, :]
+    return ones > area - ones
+
+
+def segmentation_mask(relevancy_map, threshold: float = REFERENCE_THRESHOLD, kernel: int = REFERENCE_KERNEL,
+                      majority: int = REFERENCE_MAJORITY) -> torch.Tensor:
+    """LERF-OVS segmentation (LangSplat's ``activate_stream``): R' = 0.5 (R + mean_kernel(R))
+    (:func:`mean_filter`), n = (R' - min) / (max - min + 1e-9), set where clip(2 n - 1, 0, 1) >
+    ``threshold`` (n > 0.7 at 0.4), then :func:`majority_filter`. ``[H, W]`` -> ``[H, W]`` bool."""
+    r = _as_image(relevancy_map).double()
     rs = 0.5 * (r + mean_filter(r, kernel))
-    lo, hi = rs.min(), rs.max()
-    rn = (rs - lo) / (hi - lo).clamp_min(1e-12)
-    m = (rn > threshold).float()
-    # majority over the window's pixels inside the image (replicating a border would vote twice)
-    return box_mean(m[None], majority)[0] > 0.5
+    n = rs - rs.min()
+    n = n / (n.max() + 1e-9)
+    return majority_filter((2 * n - 1).clamp(0, 1) > threshold, majority)
 
 
 def iou(pred, gt) -> float:

@@ -21,18 +21,24 @@ and ``queries.json``: one scene folder (``transforms.json``) or a benchmark fold
    step 1 from the teacher outputs the online run stored. Variants ``avg``, ``subpart``, ``part``,
    ``whole``, ``gad``.
 3. Scores on the eval-split views, for each query of ``queries.json`` and each view where its
-   target is visible: the relevancy image of the rendered view; LERF localisation (a hit when the
-   argmax of the ``k x k`` mean-filtered relevancy lies in the pixel box of one of the query's
-   instances) and segmentation IoU with the union of its instances' masks at its level (LERF
-   thresholding: R' = (R + mean_k(R)) / 2, min-max, > 0.4, ``m x m`` majority filter);
-   ``k = 30`` and ``m = 7`` for 480 px high images, scaled with the image height otherwise
-   (``--kernel`` fixes k). In 3D, per query: the best target of the query engine (threshold,
+   target is visible: the relevancy image of the rendered view, scored as LangSplat's LERF-OVS
+   evaluation code does (:mod:`gags_ros.core.query`; docs/evaluation.md has every constant with
+   its source): localisation (a hit when a pixel tied at the maximum of the ``k x k``
+   mean-filtered relevancy lies in the pixel box of one of the query's instances) and
+   segmentation IoU with the union of its instances' masks at its level (R' = (R + mean_k(R)) / 2,
+   min-max, clip(2 n - 1, 0, 1) > 0.4, ``m x m`` majority filter); ``k = 30`` and ``m = 7``
+   whatever the image size (``--kernel K`` fixes k, ``--kernel 0`` scales both with the image
+   height). mIoU3D (:mod:`.selection`): the Gaussians the query selects (kNN-smoothed relevancy,
+   min-max, clip(2 n - 1, 0, 1) > 0.4) rendered alone into the view, IoU of their silhouette with
+   the same mask. In 3D, per query: the best target of the query engine (threshold,
    neighbour cleanup, clustering) is a hit when its centroid lies in the query's ground-truth box;
    distance errors to the box centre and to the box. Per level (whole / part / subpart) and
-   pooled ("all"). Reference row ``label_oracle`` (2D only): the same scoring of a perfect field,
-   each pixel carrying the clean text embedding of its ground-truth label at the query's level.
-4. Per seed a metric is the mean over all its (query, view) pairs (2D) or queries (3D) of all
-   scenes; the tables give the mean and the sample std over seeds.
+   pooled ("all"). Reference row ``label_oracle`` (no 3D targets): the same scoring of a perfect
+   field, each pixel carrying the clean text embedding of its ground-truth label at the query's
+   level; its mIoU3D gives each Gaussian the label it renders into most.
+4. Per seed a metric is the mean over scenes of each scene's mean over its (query, view) pairs
+   (2D, mIoU3D) or queries (3D), as LERF-OVS reports the mean of per-scene numbers; the tables
+   give the mean and the sample std over seeds.
 
 Outputs in ``--out`` (default ``DATASET/eval``): ``results.json`` (settings, summary, per-scene
 numbers, per-run statistics), ``results.md`` (tables), ``runs/<scene>__seed<k>.json`` (every
@@ -67,20 +73,22 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import metrics
+from . import metrics, selection
 from .text_model import CACHE_ENV, CACHE_FILE, ensure_cached
 
 
 FORMAT_VERSION = 1
 MODES = ("avg", "subpart", "part", "whole", "gad")
 ONLINE = "gad_online"  # variant name of step 1
-ORACLE = "label_oracle"  # a perfect field scored by the same protocol: a reference, not an upper bound
-METRICS_2D = ("acc", "iou")
+ORACLE = "label_oracle"  # a perfect field scored by the same protocol: a reference row
+METRICS_2D = ("acc", "iou", "iou3d")  # iou3d: the 3D Gaussian-selection protocol (.selection)
 METRICS_3D = ("found", "hit", "center_dist", "box_dist")
 DEFAULT_STEPS = 3000
-REFERENCE_HEIGHT = 480  # px; the LERF kernel sizes below are for images this high
-LERF_KERNEL = 30
-LERF_MAJORITY = 7
+REFERENCE_HEIGHT = 480  # px; the image height the scaled kernel sizes (--kernel 0) are relative to
+LERF_KERNEL = 30        # the reference's mean filter, px, whatever the image size (docs/evaluation.md)
+LERF_MAJORITY = 7       # the reference's majority filter, px
+# Changes whenever the scoring protocol does, so run files scored otherwise are never mixed in.
+PROTOCOL = "langsplat-eval/2"
 
 # The CPU profile of --quick: a few optimisation steps per keyframe, fewer Gaussians, 1 thread
 # (the CPU machines are shared). Only the step budgets change, never the protocol.
@@ -106,9 +114,10 @@ class EvalSettings:
     modes: List[str] = field(default_factory=lambda: list(MODES))
     device: str = "auto"
     steps: int = DEFAULT_STEPS          # offline distillation steps per mode
-    kernel: int = 0                     # LERF mean-filter size, px; 0 = 30 scaled to the image height
+    kernel: int = LERF_KERNEL           # mean-filter size, px (the reference's 30); 0 = 30 scaled to the image height
     overrides: Dict[str, object] = field(default_factory=dict)  # dotted config values
     pictures: int = 4                   # queries shown in the relevancy picture (0 = no pictures)
+    protocol: str = PROTOCOL            # scoring protocol version (not an option: part of the key)
 
     def key(self) -> str:
         """Short hash of the settings that shape a run's numbers (not seeds: a run has one)."""
@@ -119,10 +128,11 @@ class EvalSettings:
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def lerf_sizes(height: int, kernel: int = 0) -> Tuple[int, int]:
-    """``(mean-filter size, majority-filter size)`` in px for images ``height`` px high: LERF's 30
-    and 7 at 480 px, scaled with the height otherwise (majority odd, at least 1); ``kernel > 0``
-    fixes the mean filter (and the majority filter at 7, or 1 for ``kernel == 1``)."""
+def lerf_sizes(height: int, kernel: int = LERF_KERNEL) -> Tuple[int, int]:
+    """``(mean-filter size, majority-filter size)`` in px: ``kernel > 0`` fixes the mean filter
+    (the reference: 30, whatever the image size) and the majority filter at 7 (1 for
+    ``kernel == 1``, no smoothing at all); ``kernel == 0`` scales 30 and 7 with the image height
+    ``height`` relative to 480 px (majority odd, at least 1; not the reference)."""
     if kernel > 0:
         return int(kernel), (1 if kernel == 1 else LERF_MAJORITY)
     s = height / REFERENCE_HEIGHT
@@ -302,12 +312,14 @@ def distill_offline(pipeline, cfg, mode: str, steps: int) -> Variant:
 RelevancyFn = Callable[[object, List[str]], np.ndarray]  # (eval frame, texts) -> [T, H, W]
 
 
-def score_views(relevancy_fn: RelevancyFn, scene: SceneData, kernel: int = 0,
-                tags: Optional[dict] = None) -> List[dict]:
+def score_views(relevancy_fn: RelevancyFn, scene: SceneData, kernel: int = LERF_KERNEL,
+                tags: Optional[dict] = None, selection_fn: Optional[RelevancyFn] = None) -> List[dict]:
     """2D records of every (query, eval view) pair whose target is visible in the view.
 
     ``relevancy_fn(frame, texts)``: ``[T, H, W]`` raw relevancy of the rendered eval ``frame`` at
-    its masks' size. Records: ``tags`` plus ``query``, ``level``, ``view``, ``acc`` (0/1), ``iou``.
+    its masks' size. Records: ``tags`` plus ``query``, ``level``, ``view``, ``acc`` (0/1), ``iou``,
+    and ``iou3d`` when ``selection_fn(frame, texts)`` gives the ``[T, H, W]`` bool silhouettes of
+    the 3D selections (:mod:`.selection`): their IoU with the same ground-truth mask.
     """
     from .. import query as q
 
@@ -320,11 +332,16 @@ def score_views(relevancy_fn: RelevancyFn, scene: SceneData, kernel: int = 0,
             raise ValueError(f"relevancy of view {frame.name!r} has shape {rel.shape}, expected "
                              f"({len(texts)}, {H}, {W})")
         k, m = lerf_sizes(H, kernel)
-        for i, query in enumerate(scene.queries):
-            if metrics.view_ground_truth(frame.masks, query) is None:
-                continue
+        gts = {i: gt for i, gt in enumerate(metrics.view_ground_truth(frame.masks, x) for x in scene.queries)
+               if gt is not None}
+        # silhouettes only of the queries scored in this view (each is a render)
+        sil = {} if selection_fn is None else dict(zip(gts, selection_fn(frame, [texts[i] for i in gts])))
+        for i, gt in gts.items():
+            query = scene.queries[i]
             pred = q.segmentation_mask(rel[i], kernel=k, majority=m)
             s = metrics.score_view(rel[i], frame.masks, query, pred_mask=pred.numpy(), kernel=k)
+            if i in sil:
+                s["iou3d"] = float(q.iou(sil[i], gt[0]))
             out.append({**(tags or {}), "query": query["text"], "level": query["level"], "view": frame.name, **s})
     return out
 
@@ -334,8 +351,9 @@ def label_oracle(scene: SceneData, encode: Callable[[List[str]], "object"], cano
     """Relevancy images of a perfect language field: every pixel carries the clean (noise-free)
     teacher embedding of its ground-truth label at the query's level (0 where no instance). Scored
     like the variants, it is a reference for what the text model and the protocol make of perfect
-    labels (variant ``label_oracle``); not an upper bound: learned fields can beat its mIoU (default
-    set: 33-35 vs 30.7).
+    labels (variant ``label_oracle``). Not an upper bound under our former threshold (n > 0.4:
+    learned fields beat its mIoU on the default set, 33-35 vs 30.7); see
+    docs/results/sim_small_cpu.md for the reference protocol.
 
     ``encode(texts) -> [T, D]`` unit embeddings (the query engine's); ``canonical``: ``[C, D]``;
     ``encode_labels``: the teacher's clean mask embedding of label texts (default ``encode``: the
@@ -367,6 +385,28 @@ def label_oracle(scene: SceneData, encode: Callable[[List[str]], "object"], cano
     return fn
 
 
+def label_oracle_selection(pipeline, scene: SceneData, temperature: float,
+                           encode_labels: Optional[Callable[[List[str]], "object"]] = None) -> RelevancyFn:
+    """The 3D selection silhouettes (:func:`.selection.selection_fn`) of the 3D label oracle: each
+    Gaussian of the map carries the clean teacher embedding of the ground-truth label it renders into
+    most over the eval views (:func:`.selection.label_oracle_relevancy`); ``encode_labels`` as for
+    :func:`label_oracle` (default: the label's text embedding)."""
+    from .. import query as q
+
+    engine, g = pipeline.query_engine, pipeline.mapper.gaussians
+    dev = g.means.device
+    texts = [x["text"] for x in scene.queries]
+    encode_labels = encode_labels or (lambda t: engine.encode(t, dev))
+
+    def label_relevancy(level, label_texts, rows):
+        return q.relevancy(encode_labels(label_texts).float().to(dev), engine.encode([texts[i] for i in rows], dev),
+                           engine.canonical(dev), temperature).float().cpu().numpy()
+
+    r = selection.label_oracle_relevancy(pipeline.renderer, g, scene.eval_frames, scene.labels, scene.queries,
+                                         label_relevancy)
+    return selection.selection_fn(pipeline.renderer, g, r, texts)
+
+
 def score_targets(centroids: Sequence[Optional[Sequence[float]]], scene: SceneData,
                   tags: Optional[dict] = None) -> List[dict]:
     """3D records, one per query: ``centroids[i]`` is the best target of query ``i`` (None: none)."""
@@ -376,6 +416,8 @@ def score_targets(centroids: Sequence[Optional[Sequence[float]]], scene: SceneDa
 
 def variant_records(pipeline, variant: Variant, scene: SceneData, kernel: int, tags: dict):
     """2D and 3D records of one variant (its latents are loaded into the map first)."""
+    import torch
+
     _set_latents(pipeline.mapper, variant.latents)
     engine, g = pipeline.query_engine, pipeline.mapper.gaussians
 
@@ -383,7 +425,11 @@ def variant_records(pipeline, variant: Variant, scene: SceneData, kernel: int, t
         return engine.relevancy_image(pipeline.renderer, g, variant.field, frame.T_world_cam,
                                       frame.intrinsics, texts).float().cpu().numpy()
 
-    rec2 = score_views(relevancy, scene, kernel, tags)
+    texts = [q["text"] for q in scene.queries]
+    with torch.no_grad():
+        r3 = engine.gaussian_relevancy(g, variant.field, engine.encode(texts, g.means.device))  # [N, T]
+    sel = selection.selection_fn(pipeline.renderer, g, r3.float().cpu().numpy(), texts)
+    rec2 = score_views(relevancy, scene, kernel, tags, sel)
     answers = engine.query(g, variant.field, [q["text"] for q in scene.queries], max_targets=1)
     best = [a.targets[0].centroid if a.targets else None for a in answers]
     rec3 = score_targets(best, scene, tags)
@@ -419,7 +465,7 @@ def _tile(img: np.ndarray, f: float):
 
 
 def relevancy_picture(path: Path, scene: SceneData, picks: List[Tuple[int, int]],
-                      maps: Dict[str, Dict[Tuple[int, int], np.ndarray]], kernel: int = 0) -> Path:
+                      maps: Dict[str, Dict[Tuple[int, int], np.ndarray]], kernel: int = LERF_KERNEL) -> Path:
     """Rows: (query index, eval view index) ``picks``; columns: RGB with the ground-truth boxes,
     ground-truth mask, then each variant's min-max normalised relevancy with the argmax of its
     smoothed map (green cross: a hit, red: a miss)."""
@@ -602,9 +648,11 @@ def evaluate_run(scene_path, seed: int, settings: EvalSettings, out_dir, picture
         targets[v.name] = best
     engine = pipeline.query_engine
     dev = pipeline.mapper.gaussians.means.device
+    encode_labels = getattr(pipeline.teacher.embedder, "label_embeddings", None)
     oracle = label_oracle(scene, lambda t: engine.encode(t, dev), engine.canonical(dev), cfg.query.temperature,
-                          getattr(pipeline.teacher.embedder, "label_embeddings", None))
-    rec2 += score_views(oracle, scene, settings.kernel, {**tags, "variant": ORACLE})
+                          encode_labels)
+    rec2 += score_views(oracle, scene, settings.kernel, {**tags, "variant": ORACLE},
+                        label_oracle_selection(pipeline, scene, cfg.query.temperature, encode_labels))
     stats["eval_s"] = time.perf_counter() - t0
     out_dir = Path(out_dir)
     pics = []
@@ -674,7 +722,8 @@ def _json_default(o):
 # Step 4: aggregation
 # --------------------------------------------------------------------------------------------------
 TABLES = (("iou", "mIoU (%)", 100.0, 1), ("acc", "mAcc, localisation (%)", 100.0, 1),
-          ("hit", "3D hit rate (%)", 100.0, 1), ("found", "3D queries with a target (%)", 100.0, 1),
+          ("hit", "3D hit rate (%)", 100.0, 1), ("iou3d", "mIoU3D, 3D Gaussian selection (%)", 100.0, 1),
+          ("found", "3D queries with a target (%)", 100.0, 1),
           ("center_dist", "3D distance of found targets to the box centre (m)", 1.0, 2))
 
 
@@ -695,15 +744,10 @@ def summarize_runs(runs: Sequence[dict]) -> dict:
     summary = nest(metrics.summarize(rec2, METRICS_2D), metrics.summarize(rec3, METRICS_3D))
     per_seed: Dict[str, Dict[str, Dict[str, Dict[str, float]]]] = {}
     for recs, names in ((rec2, METRICS_2D), (rec3, METRICS_3D)):
-        groups: Dict[Tuple[str, str, int], List[dict]] = {}
-        for r in recs:
-            for lv in (r["level"], metrics.ALL):
-                groups.setdefault((r["variant"], lv, r["seed"]), []).append(r)
-        for (v, lv, seed), rs in groups.items():
+        for (v, lv), ms in metrics.seed_means(recs, names).items():
             d = per_seed.setdefault(v, {}).setdefault(lv, {})
-            for m in names:
-                vals = [float(r[m]) for r in rs if r.get(m) is not None and not math.isnan(float(r[m]))]
-                d.setdefault(m, {})[str(seed)] = float(np.mean(vals)) if vals else math.nan
+            for m, by_seed in ms.items():
+                d.setdefault(m, {}).update({str(seed): x for seed, x in by_seed.items()})
     per_scene = {}
     for sc in sorted({run["scene"] for run in runs}):
         n = nest(metrics.summarize([r for r in rec2 if r["scene"] == sc], METRICS_2D),
@@ -727,9 +771,11 @@ def markdown(summary: dict, runs: Sequence[dict], title: str = "") -> str:
     lines = [f"# {title or 'Evaluation'}", "",
              f"{len(scenes)} scene(s) ({', '.join(scenes)}), seeds {seeds}; cells: mean ± std over seeds. "
              f"Variants: {ONLINE} = the online map (GaD while streaming); the others are offline "
-             f"distillations on the same geometry and teacher outputs; {ORACLE} (2D only) = a perfect field, each "
-             f"pixel carrying the clean text embedding of its ground-truth label at the query's level: what the "
-             f"text model and the protocol make of perfect labels (a reference, not an upper bound).", ""]
+             f"distillations on the same geometry and teacher outputs; {ORACLE} = a perfect field, each "
+             f"pixel carrying the clean text embedding of its ground-truth label at the query's level (mIoU3D: "
+             f"each Gaussian carrying the label it renders into most): what the text model and the protocol make "
+             f"of perfect labels. 2D: LangSplat's LERF-OVS protocol; mIoU3D: the 3D Gaussian-selection protocol "
+             f"(docs/evaluation.md).", ""]
     for metric, name, scale, digits in TABLES:
         lines += [metrics.format_table(flat, metric, variants, scale=scale, digits=digits, title=name), ""]
     return "\n".join(lines)
@@ -793,8 +839,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--set", dest="overrides", type=_parse_override, action="append", default=[],
                     metavar="SECTION.KEY=VALUE", help="configuration value (repeatable), e.g. "
                     "mapping.steps_per_keyframe=50")
-    ap.add_argument("--kernel", type=int, default=0,
-                    help="LERF mean-filter size in px (default: 30 at 480 px image height, scaled)")
+    ap.add_argument("--kernel", type=int, default=LERF_KERNEL,
+                    help=f"mean-filter size in px (default {LERF_KERNEL}, the reference's, whatever the image "
+                    f"size; 0: 30 and the 7 px majority filter scaled with the image height / {REFERENCE_HEIGHT})")
     ap.add_argument("--pictures", type=int, default=4, help="queries in the relevancy picture (0: no pictures)")
     ap.add_argument("--out", help="output folder (default: DATASET/eval)")
     ap.add_argument("--jobs", type=int, default=1, help="(scene, seed) runs in parallel processes")

@@ -5,15 +5,17 @@ aggregation live here; smoothing, argmax and thresholding of relevancy maps are 
 (:mod:`gags_ros.core.query`), which :func:`score_view` calls.
 
 2D, per (query, eval view) where the target is visible:
-- localisation: the argmax pixel of the 30x30-smoothed relevancy falls inside the pixel bounding box
-  of any ground-truth instance of the query (LERF's "inside any box of that label"); mean -> mAcc;
+- localisation: a pixel tied at the maximum of the 30x30-smoothed relevancy falls inside the pixel
+  bounding box of any ground-truth instance of the query (LERF's "inside any box of that label");
+  mean -> mAcc;
 - segmentation: IoU of the predicted binary mask with the union of the query's instance masks;
   mean -> mIoU.
 3D, per query: the target centroid lies inside the query's world box (hit), its distance to the box
 centre, and its distance to the box (0 inside).
 
-Records are flat dicts; :func:`summarize` averages each metric per (variant, level, seed), then
-gives mean and spread over seeds.
+Records are flat dicts; :func:`summarize` averages each metric per (variant, level, seed, scene),
+then over scenes (the mean of per-scene numbers, as LERF-OVS results are reported), then gives
+mean and spread over seeds.
 """
 
 from __future__ import annotations
@@ -125,30 +127,53 @@ def _mean_std(values: Sequence[float]) -> Tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
-def summarize(records: Iterable[dict], metrics: Sequence[str], variant_key: str = "variant",
-              level_key: str = "level", seed_key: str = "seed") -> Dict[Tuple[str, str], Dict[str, dict]]:
-    """Mean and spread over seeds of each metric, per (variant, level) and per (variant, "all").
-
-    Each record holds ``variant_key``, ``level_key``, ``seed_key`` and metric values (nan = not
-    applicable, ignored). Within one seed a metric is the mean over its records (every (query, view)
-    pair counts once; "all" pools the levels); across seeds the result is
-    ``{"mean", "std" (sample std, 0 for one seed), "seeds", "n" (records)}``.
-    """
-    per_seed: Dict[Tuple[str, str], Dict[object, Dict[str, List[float]]]] = {}
+def seed_means(records: Iterable[dict], metrics: Sequence[str], variant_key: str = "variant",
+               level_key: str = "level", seed_key: str = "seed", scene_key: str = "scene",
+               ) -> Dict[Tuple[str, str], Dict[str, Dict[object, float]]]:
+    """``{(variant, level): {metric: {seed: value}}}`` (levels include "all"): per seed, the mean
+    over scenes of each scene's mean over its records (LERF-OVS reports the mean of per-scene
+    numbers, so a scene with many pairs does not outweigh the others). Records without
+    ``scene_key`` form one scene; nan values are not applicable (ignored)."""
+    acc: Dict[Tuple[str, str], Dict[object, Dict[object, Dict[str, List[float]]]]] = {}
     for r in records:
         for level in (r[level_key], ALL):
-            bucket = per_seed.setdefault((r[variant_key], level), {}).setdefault(r[seed_key], {})
+            bucket = acc.setdefault((r[variant_key], level), {}).setdefault(r[seed_key], {}).setdefault(
+                r.get(scene_key), {})
             for m in metrics:
                 v = r.get(m, math.nan)
                 bucket.setdefault(m, []).append(math.nan if v is None else float(v))
+    return {key: {m: {seed: _mean_std([_mean_std(vals.get(m, []))[0] for vals in scenes.values()])[0]
+                      for seed, scenes in seeds.items()} for m in metrics}
+            for key, seeds in acc.items()}
+
+
+def summarize(records: Iterable[dict], metrics: Sequence[str], variant_key: str = "variant",
+              level_key: str = "level", seed_key: str = "seed", scene_key: str = "scene",
+              ) -> Dict[Tuple[str, str], Dict[str, dict]]:
+    """Mean and spread over seeds of each metric, per (variant, level) and per (variant, "all").
+
+    Each record holds ``variant_key``, ``level_key``, ``seed_key``, optionally ``scene_key``, and
+    metric values (nan = not applicable, ignored). Within one seed a metric is the mean over scenes
+    of the per-scene means over records (:func:`seed_means`; "all" pools the levels of a scene);
+    across seeds the result is ``{"mean", "std" (sample std, 0 for one seed), "seeds", "n" (records)}``.
+    """
+    records = list(records)
+    per_seed = seed_means(records, metrics, variant_key, level_key, seed_key, scene_key)
+    counts: Dict[Tuple[str, str], Dict[str, int]] = {}
+    for r in records:
+        for level in (r[level_key], ALL):
+            c = counts.setdefault((r[variant_key], level), {})
+            for m in metrics:
+                v = r.get(m, math.nan)
+                c[m] = c.get(m, 0) + int(v is not None and not math.isnan(float(v)))
     out: Dict[Tuple[str, str], Dict[str, dict]] = {}
-    for key, seeds in per_seed.items():
+    for key, ms in per_seed.items():
         out[key] = {}
         for m in metrics:
-            seed_means = [_mean_std(vals.get(m, []))[0] for vals in seeds.values()]
-            mean, std = _mean_std(seed_means)
-            n = sum(sum(not math.isnan(x) for x in vals.get(m, [])) for vals in seeds.values())
-            out[key][m] = {"mean": mean, "std": std, "seeds": sum(not math.isnan(x) for x in seed_means), "n": n}
+            values = list(ms[m].values())
+            mean, std = _mean_std(values)
+            out[key][m] = {"mean": mean, "std": std, "seeds": sum(not math.isnan(x) for x in values),
+                           "n": counts[key][m]}
     return out
 
 
