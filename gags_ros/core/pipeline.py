@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from .config import GagsConfig
+from .language import coverage
 from .types import Frame
 
 log = logging.getLogger("gags_ros.pipeline")
@@ -124,6 +125,7 @@ class GagsPipeline:
             t0 = time.perf_counter()
             self.teacher = build_teacher(self.cfg, self.device, sim_labels=self.sim_labels)
             self.query_engine = QueryEngine(self.cfg.query, self.teacher.embedder.embed_text)
+            self.query_engine.coverage_mode = self.cfg.language.mode
             log.info("teacher ready in %.1f s", time.perf_counter() - t0)
         if self.distiller is None:
             from .language.distill import Distiller
@@ -358,6 +360,9 @@ class GagsPipeline:
         mapper = self._ensure_mapper()
         state = gaussians.state_dict()
         geometry = {k: v for k, v in state.items() if k != "features"}
+        if coverage.has_coverage(gaussians):     # else (older files): coverage unknown, the gate is off
+            coverage.ensure_records(mapper)
+            geometry.update({k: gaussians.record(k) for k in coverage.RECORDS})
         mapper.add_gaussians(geometry)
         if field is not None and "features" in state:
             self._ensure_language()
