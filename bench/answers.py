@@ -36,7 +36,7 @@ GRID = {"cluster": {"targets": "cluster", "min_coverage": 0.0},
         "peak": {"targets": "peak", "min_coverage": 0.0}}
 for _c in (0.3, 0.5, 0.7, 0.9):
     for _s in (1, 3):
-        for _r in (0.05, 0.1):
+        for _r in (0.05, 0.1, 0.15):
             GRID[f"peak_gate{_c}_s{_s}_r{_r}"] = {"targets": "peak", "min_coverage": _c,
                                                   "min_peak_support": _s, "peak_radius": _r}
 
