@@ -62,8 +62,14 @@ def test_queries_answer_with_reasons_and_reject_bad_text(mapped):
             assert t.count == len(t.indices) > 0
     with pytest.raises(ValueError, match="empty query text"):
         mapped.query([" "])
-    xyz, rgb, rel = mapped.cloud(500)
+    xyz, rgb, rel, cov = mapped.cloud(500)
     assert xyz.shape == (500, 3) and rgb.shape == (500, 3) and rel is not None and rel.shape == (500,)
+    # language coverage on the cloud: in [0, 1], most of the opaque Gaussians supervised; the
+    # unknown ones carry relevancy -1 (never "relevant")
+    assert cov is not None and cov.shape == (500,) and cov.min() >= 0 and cov.max() <= 1 + 1e-6
+    unknown = cov < mapped.cfg.query.min_coverage
+    assert 0 < unknown.mean() < 0.5, unknown.mean()
+    assert np.all(rel[unknown] == -1.0) and np.all(rel[~unknown] >= 0)
 
 
 def test_save_load_answers_identically_and_reset(mapped, scene, tmp_path):
@@ -71,6 +77,10 @@ def test_save_load_answers_identically_and_reset(mapped, scene, tmp_path):
     before = mapped.query(["table"])[0]
     q = GagsPipeline(make_cfg(scene))
     assert q.load(path) == len(mapped.mapper.gaussians)
+    from gags_ros.core.language import coverage
+
+    for name in coverage.RECORDS:        # the language coverage came back with the map
+        assert torch.equal(q.mapper.gaussians.record(name).cpu(), mapped.mapper.gaussians.record(name).cpu())
     after = q.query(["table"])[0]
     assert [t.count for t in after.targets] == [t.count for t in before.targets]
     for t0, t1 in zip(before.targets, after.targets):

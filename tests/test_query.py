@@ -170,8 +170,10 @@ def test_latent_relevancy_matches_the_direct_formula(planted, precision):
 
 
 def test_planted_query_returns_the_blob(planted):
+    """targets=cluster (peak targets: tests/test_answers.py)."""
     g, field, enc, parts = planted
     cfg = GagsConfig().query
+    cfg.targets = "cluster"
     eng = QueryEngine(cfg, enc)
     res_mug, res_chair = eng.query(g, field, ["red mug", "blue chair"])
     means = g.params["means"].detach().numpy().astype(np.float64)
@@ -211,8 +213,8 @@ class _ScoreField:
 
 def test_target_location_is_its_relevancy_peak_not_the_mean_of_what_it_touches():
     """A highly relevant mug standing on a large, moderately relevant table top: both are selected
-    and joined into one target. Its location (centroid) and score come from the relevancy peak (the
-    mug); its box covers everything it joined (the table too)."""
+    and joined into one target (targets=cluster). Its location (centroid) and score come from the
+    relevancy peak (the mug); its box covers everything it joined (the table too)."""
     gen = torch.Generator().manual_seed(3)
     mug_c = np.array([0.3, 0.3, 0.06])
     mug = _box_points(mug_c, (0.08, 0.08, 0.10), 300, gen)
@@ -229,6 +231,7 @@ def test_target_location_is_its_relevancy_peak_not_the_mean_of_what_it_touches()
     g = GaussianMap.from_points(pts, torch.full_like(pts, 0.5), 0.01, opacity=0.9)
     g.params["features"] = torch.nn.Parameter(f)
     cfg = GagsConfig().query
+    cfg.targets = "cluster"
     eng = QueryEngine(cfg, FakeTextEncoder())
     (res,) = eng.query(g, _ScoreField(), ["red mug"])
     assert res.reason == "" and len(res.targets) == 1
@@ -243,9 +246,12 @@ def test_target_location_is_its_relevancy_peak_not_the_mean_of_what_it_touches()
     assert np.linalg.norm(pts[t.indices].numpy().mean(0) - mug_c) > 0.2
 
 
-def test_targets_sorted_capped_and_filtered():
+@pytest.mark.parametrize("targets", ["cluster", "peak"])
+def test_targets_sorted_capped_and_filtered(targets):
     g, field, enc, parts = planted_map(seed=1, two_mugs=True)
-    eng = QueryEngine(GagsConfig().query, enc)
+    cfg = GagsConfig().query
+    cfg.targets = targets
+    eng = QueryEngine(cfg, enc)
     (res,) = eng.query(g, field, ["red mug"])
     assert len(res.targets) == 2
     assert res.targets[0].score >= res.targets[1].score

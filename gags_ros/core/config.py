@@ -211,6 +211,17 @@ class QueryConfig:
     peak_radius: float = param(0.05, "A target's location and score come from its Gaussians within this "
                                "distance of its most relevant one (its relevancy peak); its box still "
                                "covers all its Gaussians", unit="m", lo=0.0, hi=100.0)
+    targets: str = param("peak", "How targets are extracted: peak (the most relevant known Gaussian, then the "
+                         "next one at least nms_radius away, ...) or cluster (connected components of the "
+                         "selected Gaussians after the neighbour cleanup)", choices=["peak", "cluster"])
+    nms_radius: float = param(0.3, "targets=peak: a further target lies at least this far from every better "
+                              "one", unit="m", lo=0.0, hi=100.0)
+    min_peak_support: int = param(3, "targets=peak: a relevancy peak with fewer selected Gaussians within "
+                                  "peak_radius (itself included) is a speck, not a target", unit="Gaussians",
+                                  lo=1, hi=100_000)
+    min_coverage: float = param(0.5, "Gaussians whose share of teacher-supervised blend weight (language "
+                                "coverage) is below this are unknown: never selected, never a target; 0 = off",
+                                lo=0.0, hi=1.0)
     max_targets: int = param(5, "Default number of targets per query", unit="targets", lo=1, hi=1000)
     min_score: float = param(0.45, "Default minimum target score (mean raw relevancy around the target's "
                              "relevancy peak; 0.5 = on a par with the best canonical phrase). 0.45: the "

@@ -3,9 +3,11 @@
 Format (``torch.save`` of a plain dict, read back with ``weights_only=True`` so a map file cannot run
 code)::
 
-    {"format": "gags_ros.map", "version": 1,
+    {"format": "gags_ros.map", "version": 2,
      "params":   {name: CPU float32 tensor} of the GaussianMap (means, scales, quats, opacities,
                  sh0 and, once distilled, features),
+     "records":  {"fill": {name: float}, "values": {name: CPU float32 tensor [N, ...]}}: the map's
+                 per-Gaussian records (language coverage, GaS's min-depth record); from version 2,
      "field":    {"feature_dim": F, "embed_dim": D, "state": decoder state dict} or None,
      "config":   nested dict of the GagsConfig,
      "metadata": {"gags_ros_version", "torch_version", "gaussians", "created_unix"},
@@ -44,7 +46,7 @@ __all__ = ["MAP_FORMAT", "MAP_VERSION", "MapFormatError", "check_map_data", "loa
 log = logging.getLogger("gags_ros.mapfile")
 
 MAP_FORMAT = "gags_ros.map"
-MAP_VERSION = 1
+MAP_VERSION = 2  # 2: per-Gaussian records (language coverage); version 1 files load without them
 
 
 class MapFormatError(ValueError):
@@ -64,6 +66,8 @@ def save_map(path: str | os.PathLike, gaussians: GaussianMap, field: Optional[La
         "format": MAP_FORMAT,
         "version": MAP_VERSION,
         "params": gaussians.state_dict(),
+        "records": {"fill": dict(gaussians.records),
+                    "values": {k: gaussians.record(k).detach().cpu().clone() for k in gaussians.records}},
         "field": None if field is None else {
             **field.config(),
             "state": {k: v.detach().cpu().clone() for k, v in field.state_dict().items()},
@@ -124,6 +128,15 @@ def load_map(path: str | os.PathLike, device: str | torch.device = "cpu"
         gaussians = GaussianMap.from_state_dict(data["params"], device=device)
     except (KeyError, ValueError) as e:
         raise MapFormatError(f"{path}: Gaussian parameters unreadable: {e}") from None
+    records = data.get("records") or {"fill": {}, "values": {}}
+    if version < 2:
+        log.info("%s: map format version %d has no per-Gaussian records: language coverage unknown, every "
+                 "Gaussian counts as known to queries", path, version)
+    try:
+        for name, values in records["values"].items():
+            gaussians.add_record(str(name), float(records["fill"][name]), init=values)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise MapFormatError(f"{path}: per-Gaussian records unreadable: {e}") from None
     field = None
     fd = data.get("field")
     if fd is not None:

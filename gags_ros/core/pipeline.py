@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from .config import GagsConfig
+from .language import coverage
 from .paths import default_map_name, map_dir
 from .types import Frame
 
@@ -124,6 +125,7 @@ class GagsPipeline:
             t0 = time.perf_counter()
             self.teacher = build_teacher(self.cfg, self.device, sim_labels=self.sim_labels)
             self.query_engine = QueryEngine(self.cfg.query, self.teacher.embedder.embed_text)
+            self.query_engine.coverage_mode = self.cfg.language.mode
             log.info("teacher ready in %.1f s", time.perf_counter() - t0)
         if self.distiller is None:
             from .language.distill import Distiller
@@ -267,8 +269,10 @@ class GagsPipeline:
                                                  T_world_cam, intrinsics, texts)
 
     def cloud(self, max_points: int):
-        """``(xyz [n, 3], rgb [n, 3], relevancy [n] or None)`` numpy, at most ``max_points`` of the
-        most opaque Gaussians; relevancy (raw, [0, 1]) of the last query when there was one."""
+        """``(xyz [n, 3], rgb [n, 3], relevancy [n] or None, coverage [n] or None)`` numpy, at most
+        ``max_points`` of the most opaque Gaussians. ``relevancy``: raw relevancy in [0, 1] to the
+        last query when there was one, -1 for unknown Gaussians (query.min_coverage); ``coverage``:
+        each Gaussian's supervised share of seen blend weight in [0, 1] when the map records it."""
         import torch
 
         if self.mapper is None or len(self.mapper.gaussians) == 0:
@@ -278,11 +282,16 @@ class GagsPipeline:
             idx = torch.argsort(g.opacities, descending=True)[:max_points]
             xyz = g.means[idx].float().cpu().numpy()
             rgb = g.colors[idx].clamp(0, 1).float().cpu().numpy()
+            frac = coverage.supervised_fraction(g, self.cfg.language.mode)
+            cov = None if frac is None else frac[idx].float().cpu().numpy()
             rel = None
             if self._last_query is not None and self._has_language:
                 rel = self.query_engine.gaussian_relevancy(g, self.distiller.field, self._last_query[1],
                                                            idx)[:, 0].float().cpu().numpy()
-        return xyz, rgb, rel
+                known = self.query_engine.known(g)
+                if known is not None:
+                    rel[~known[idx].cpu().numpy()] = -1.0
+        return xyz, rgb, rel, cov
 
     # ---- CLIP-GS objects ----------------------------------------------------------------------
     def _object_index(self, source: str = "clusters", query_text: str = ""):
@@ -357,6 +366,9 @@ class GagsPipeline:
         mapper = self._ensure_mapper()
         state = gaussians.state_dict()
         geometry = {k: v for k, v in state.items() if k != "features"}
+        if coverage.has_coverage(gaussians):     # else (older files): coverage unknown, the gate is off
+            coverage.ensure_records(mapper)
+            geometry.update({k: gaussians.record(k) for k in coverage.RECORDS})
         mapper.add_gaussians(geometry)
         if field is not None and "features" in state:
             self._ensure_language()

@@ -180,11 +180,13 @@ def pose_from_matrix(T: np.ndarray) -> Pose:
 
 
 def pointcloud2_to_msg(xyz: np.ndarray, rgb: Optional[np.ndarray], header: Header,
-                       relevancy: Optional[np.ndarray] = None) -> PointCloud2:
+                       relevancy: Optional[np.ndarray] = None, coverage: Optional[np.ndarray] = None) -> PointCloud2:
     """PointCloud2 with fields x y z (float32, m), rgb (packed float32, RViz's convention) and
-    optionally relevancy (float32 in [0, 1])."""
+    optionally relevancy (float32 in [0, 1]; -1 = unknown: no teacher supervision) and coverage
+    (float32 in [0, 1]: supervised share of the Gaussian's seen blend weight)."""
     n = int(xyz.shape[0])
     names = ["x", "y", "z"] + (["rgb"] if rgb is not None else []) + (["relevancy"] if relevancy is not None else [])
+    names += ["coverage"] if coverage is not None else []
     dtype = np.dtype({"names": names, "formats": ["<f4"] * len(names), "offsets": [4 * i for i in range(len(names))],
                       "itemsize": 4 * len(names)})
     pts = np.zeros(n, dtype=dtype)
@@ -195,6 +197,8 @@ def pointcloud2_to_msg(xyz: np.ndarray, rgb: Optional[np.ndarray], header: Heade
         pts["rgb"] = packed.view(np.float32)
     if relevancy is not None:
         pts["relevancy"] = relevancy.astype(np.float32)
+    if coverage is not None:
+        pts["coverage"] = coverage.astype(np.float32)
     fields = [PointField(name=nm, offset=4 * i, datatype=PointField.FLOAT32, count=1) for i, nm in enumerate(names)]
     msg = PointCloud2(header=header, height=1, width=n, fields=fields, is_bigendian=False,
                       point_step=dtype.itemsize, row_step=dtype.itemsize * n, is_dense=True)

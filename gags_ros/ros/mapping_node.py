@@ -388,8 +388,8 @@ class MappingNode(Node):
         def done(f):
             self._cloud_pending = False
             if f.exception() is None and f.result() is not None and self.context.ok():
-                xyz, rgb, rel = f.result()
-                self.pub_cloud.publish(pointcloud2_to_msg(xyz, rgb, self.header(), rel))
+                xyz, rgb, rel, cov = f.result()
+                self.pub_cloud.publish(pointcloud2_to_msg(xyz, rgb, self.header(), rel, cov))
 
         fut.add_done_callback(done)
 

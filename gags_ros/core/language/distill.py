@@ -11,6 +11,8 @@
   the losses of :mod:`.losses` with the schedule of Eq. 7 over ``LanguageConfig.total_steps``
   counted across all calls; then it steps the latents' Adam (``mapper.optimizers["features"]``,
   registered through ``mapper.add_param`` so densify/prune keep it aligned) and the decoders' Adam.
+- each teacher output also adds its keyframe's language coverage to the map's per-Gaussian
+  records (:mod:`.coverage`): which Gaussians a mask ever supervised;
 - ``offline(steps)`` is the evaluation schedule: ``steps`` iterations over every stored keyframe in
   shuffled epochs, switching to the second-half objective at ``steps / 2``.
 """
@@ -27,6 +29,7 @@ import torch
 from torch.nn import functional as F
 
 from ..teachers.base import TeacherOutput
+from . import coverage
 from .field import LanguageField, autocast_dtype, init_latents, render_channels
 from .losses import LossWeights, TeacherTargets, language_losses, schedule_weights
 
@@ -118,12 +121,24 @@ class Distiller:
         if keyframe_index in self._fresh:
             self._fresh.remove(keyframe_index)
         self._fresh.append(keyframe_index)
+        self._add_coverage(keyframe_index)
         cap = int(getattr(getattr(self.cfg, "teacher", None), "cache_keyframes", 0) or 0)
         while cap and len(self._targets) > cap:
             old, _ = self._targets.popitem(last=False)
             self._resized.pop(old, None)
             if old in self._fresh:
                 self._fresh.remove(old)
+
+    def _add_coverage(self, keyframe_index: int) -> None:
+        """Accumulate the keyframe's language coverage (:mod:`.coverage`) into the map's records,
+        once per teacher output, at the distillation render size."""
+        if not hasattr(self.mapper, "add_record"):
+            return                                   # a mapper without per-Gaussian records
+        kf = self._keyframe(keyframe_index)
+        intr = kf.intrinsics.scaled(self.lcfg.render_scale)
+        with self._lock():
+            t = self.targets_at(keyframe_index, int(intr.height), int(intr.width))
+            coverage.accumulate(self.renderer, self.mapper, t.level_ids, kf.T_world_cam, intr, self.device)
 
     def targets_at(self, keyframe_index: int, height: int, width: int) -> TeacherTargets:
         """Keyframe ``keyframe_index``'s teacher output with int64 mask ids at ``height x width``
