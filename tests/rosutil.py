@@ -42,3 +42,17 @@ def call(node, client, request, timeout: float = 30.0, executor=None):
         client._gags_served = True
         return res
     return call_service(node, client, request, timeout=timeout, attempts=1, executor=executor)
+
+
+def random_weights_params(tmp_path: Path, **values) -> Path:
+    """A ROS parameter file of the shipped configuration with random teacher weights allowed (none
+    can be had here; the shipped defaults refuse to start without them) and ``values`` (dotted
+    names, e.g. ``**{"ros.request_queue": 4}``)."""
+    from gags_ros.core import config as C
+
+    cfg = C.GagsConfig()
+    for k, v in {"teacher.allow_random_weights": True, "teacher.clip_pretrained": "", **values}.items():
+        C.set_value(cfg, k, v)
+    p = tmp_path / "params.yaml"
+    p.write_text(C.ros_params_yaml(cfg))
+    return p

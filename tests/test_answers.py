@@ -61,10 +61,11 @@ def test_coverage_is_the_blend_weight_on_masked_pixels():
     coverage.accumulate(renderer, _RecordMapper(g), ids, T, intr, "cpu")
 
     seen = g.record(coverage.SEEN)
-    alpha = renderer.render(g.means, g.quats, g.scales, g.opacities, torch.ones(len(g), 1),
-                            torch.linalg.inv(torch.as_tensor(T, dtype=torch.float32))[None],
-                            torch.as_tensor(intr.K, dtype=torch.float32)[None], W, H,
-                            background=None, with_depth=False).colors[0, ..., 0]
+    with torch.no_grad():
+        alpha = renderer.render(g.means, g.quats, g.scales, g.opacities, torch.ones(len(g), 1),
+                                torch.linalg.inv(torch.as_tensor(T, dtype=torch.float32))[None],
+                                torch.as_tensor(intr.K, dtype=torch.float32)[None], W, H,
+                                background=None, with_depth=False).colors[0, ..., 0]
     assert float(seen.sum()) == pytest.approx(float(alpha.sum()), rel=1e-4)
     assert float(seen[2 * n:].abs().max()) == 0.0           # behind the camera: never seen
     frac_all = coverage.supervised_fraction(g, "gad")

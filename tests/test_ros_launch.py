@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rosutil import ROOT
+from rosutil import ROOT, random_weights_params
 
 pytestmark = pytest.mark.ros
 
@@ -82,8 +82,8 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def test_rviz_absent_is_one_line_and_sigint_stops_the_node_in_time(ros_env):
-    launch = Launch(["device:=cpu", "rviz:=true", f"params_file:={ROOT / 'config' / 'mapping.yaml'}"], ros_env)
+def test_rviz_absent_is_one_line_and_sigint_stops_the_node_in_time(ros_env, tmp_path):
+    launch = Launch(["device:=cpu", "rviz:=true", f"params_file:={random_weights_params(tmp_path)}"], ros_env)
     try:
         _, m = launch.wait_for(r"\[mapping_node-1\]: process started with pid \[(\d+)\]", 60)
         pid = int(m[1])
@@ -100,15 +100,8 @@ def test_rviz_absent_is_one_line_and_sigint_stops_the_node_in_time(ros_env):
 
 
 def _teacher_params(tmp_path) -> Path:
-    from gags_ros.core import config as C
-
-    cfg = C.GagsConfig()
-    for k, v in {"device": "cpu", "cpu_threads": 1, "teacher.sam_model": "vit_b", "teacher.clip_pretrained": "",
-                 "ros.tf_timeout": 2.0, "mapping.init_points_per_keyframe": 2000}.items():
-        C.set_value(cfg, k, v)
-    p = tmp_path / "params.yaml"
-    p.write_text(C.ros_params_yaml(cfg))
-    return p
+    return random_weights_params(tmp_path, **{"device": "cpu", "cpu_threads": 1, "teacher.sam_model": "vit_b",
+                                              "ros.tf_timeout": 2.0, "mapping.init_points_per_keyframe": 2000})
 
 
 def test_sigint_during_a_teacher_call_stops_the_node_in_time(ros_env, rclpy_context, tmp_path):

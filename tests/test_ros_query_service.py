@@ -3,7 +3,7 @@ interfaces; bad configuration refused at start with a message naming parameter, 
 
 import pytest
 
-from rosutil import ROOT, call, start_node, stop
+from rosutil import ROOT, call, random_weights_params, start_node, stop
 
 pytestmark = pytest.mark.ros
 
@@ -15,12 +15,7 @@ def test_query_service_across_processes(ros_env, rclpy_context, tmp_path, capfd)
     from gags_ros.ros.launcher import specs_from_args, start
     from gags_ros.srv import ClassifyObjects, Query, RetrieveObjects
 
-    from gags_ros.core.config import GagsConfig, ros_params_yaml
-
-    cfg = GagsConfig()  # the shipped parameters, with random teacher weights (none can be had here)
-    cfg.teacher.allow_random_weights, cfg.teacher.clip_pretrained = True, ""
-    params = tmp_path / "mapping.yaml"
-    params.write_text(ros_params_yaml(cfg))
+    params = random_weights_params(tmp_path)   # the shipped parameters, random teacher weights allowed
     (proc,) = start(specs_from_args([f"params_file:={params}", "device:=cpu"]), env=ros_env)
     node = Node("query_client", context=rclpy_context)
     try:

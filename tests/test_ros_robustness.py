@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from rosutil import ROOT, stop
+from rosutil import ROOT, random_weights_params, stop
 from test_ros_inputs import RecordingPipeline
 
 pytestmark = pytest.mark.ros
@@ -125,7 +125,7 @@ def test_100_concurrent_queries_from_5_processes_are_all_answered(ros_env, tmp_p
     from gags_ros.ros.launcher import start
     from gags_ros.ros.launch_spec import mapping_nodes
 
-    (proc,) = start(mapping_nodes(ROOT / "config" / "mapping.yaml", {"device": "cpu", "ros.request_queue": 4}),
+    (proc,) = start(mapping_nodes(random_weights_params(tmp_path), {"device": "cpu", "ros.request_queue": 4}),
                     env=ros_env)
     script = tmp_path / "burst.py"
     script.write_text(BURST)

@@ -131,14 +131,17 @@ class Distiller:
 
     def _add_coverage(self, keyframe_index: int) -> None:
         """Accumulate the keyframe's language coverage (:mod:`.coverage`) into the map's records,
-        once per teacher output, at the distillation render size."""
+        once per keyframe, at the distillation render size."""
         if not hasattr(self.mapper, "add_record"):
             return                                   # a mapper without per-Gaussian records
         kf = self._keyframe(keyframe_index)
+        if getattr(kf, "coverage_counted", False):
+            return
         intr = kf.intrinsics.scaled(self.lcfg.render_scale)
         with self._lock():
             t = self.targets_at(keyframe_index, int(intr.height), int(intr.width))
             coverage.accumulate(self.renderer, self.mapper, t.level_ids, kf.T_world_cam, intr, self.device)
+            kf.coverage_counted = True
 
     def targets_at(self, keyframe_index: int, height: int, width: int) -> TeacherTargets:
         """Keyframe ``keyframe_index``'s teacher output with int64 mask ids at ``height x width``

@@ -29,6 +29,9 @@ class Keyframe:
     depth: Optional[torch.Tensor]
     viewmat: torch.Tensor
     K: torch.Tensor
+    # Its teacher output's language coverage is in the map's records (counted once per keyframe,
+    # whichever Distiller adds it: the evaluation's offline modes re-add the same outputs).
+    coverage_counted: bool = False
 
     @property
     def T_world_cam(self) -> np.ndarray:
