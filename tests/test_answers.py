@@ -77,11 +77,13 @@ def test_coverage_is_the_blend_weight_on_masked_pixels():
     assert float(frac_all[2 * n:].max()) == 0.0
 
 
-def test_unknown_gaussians_never_yield_a_target():
+@pytest.mark.parametrize("targets", ["cluster", "peak"])
+def test_unknown_gaussians_never_yield_a_target(targets):
     """Two "red mug" blobs decode alike; the one no teacher mask supervised is unknown: the answer is
     the other, and with both unknown there is none, with a reason."""
     g, field, enc, parts = planted_map(seed=1, two_mugs=True)
     cfg = C.GagsConfig().query
+    cfg.targets = targets
     eng = QueryEngine(cfg, enc)
     sup = np.ones(len(g), dtype=bool)
     sup[parts["mug"]] = False
@@ -113,6 +115,7 @@ def test_nothing_known_says_why():
 def test_peak_targets_skip_specks_and_locate_the_object():
     g, field, enc, parts = planted_map(seed=2)
     cfg = C.GagsConfig().query
+    cfg.targets = "peak"
     eng = QueryEngine(cfg, enc)
     means = g.params["means"].detach().numpy()
     for text, name in (("red mug", "mug"), ("blue chair", "chair")):
@@ -127,9 +130,12 @@ def test_peak_targets_skip_specks_and_locate_the_object():
         assert [t.score for t in res.targets] == sorted((t.score for t in res.targets), reverse=True)
 
 
-def test_not_found_is_a_reason_with_no_target():
+@pytest.mark.parametrize("targets", ["cluster", "peak"])
+def test_not_found_is_a_reason_with_no_target(targets):
     g, field, enc, _ = planted_map(seed=2)
-    (res,) = QueryEngine(C.GagsConfig().query, enc).query(g, field, ["red mug"], min_score=0.99999)
+    cfg = C.GagsConfig().query
+    cfg.targets = targets
+    (res,) = QueryEngine(cfg, enc).query(g, field, ["red mug"], min_score=0.99999)
     assert res.targets == [] and res.reason.startswith("not found")
 
 

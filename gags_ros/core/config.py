@@ -211,9 +211,10 @@ class QueryConfig:
     peak_radius: float = param(0.05, "A target's location and score come from its Gaussians within this "
                                "distance of its most relevant one (its relevancy peak); its box still "
                                "covers all its Gaussians", unit="m", lo=0.0, hi=100.0)
-    targets: str = param("peak", "How targets are extracted: peak (the most relevant known Gaussian, then the "
-                         "next one at least nms_radius away, ...) or cluster (connected components of the "
-                         "selected Gaussians after the neighbour cleanup)", choices=["peak", "cluster"])
+    targets: str = param("cluster", "How targets are extracted: cluster (connected components of the selected "
+                         "Gaussians after the neighbour cleanup) or peak (the most relevant known Gaussian, "
+                         "then the next one at least nms_radius away, ...; bench/results/answers.json)",
+                         choices=["cluster", "peak"])
     nms_radius: float = param(0.3, "targets=peak: a further target lies at least this far from every better "
                               "one", unit="m", lo=0.0, hi=100.0)
     min_peak_support: int = param(3, "targets=peak: a relevancy peak with fewer selected Gaussians within "

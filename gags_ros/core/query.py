@@ -24,10 +24,10 @@ phrases c (``QueryConfig.canonical_phrases``) at temperature T:
    dropped; in between (a border point): kept only when a core point lies within the radius, so
    the fringe of a dense object survives and sparse speckle between objects does not (DBSCAN's
    border rule);
-4. ``targets=peak`` (default; :meth:`QueryEngine._peak_targets`): no cleanup; the first target
+4. ``targets=peak`` (an option; :meth:`QueryEngine._peak_targets`): no cleanup; the first target
    sits at the most relevant selected Gaussian (location and score from the selected Gaussians
    within ``peak_radius`` of it, box within ``nms_radius``), further targets at the next peaks at
-   least ``nms_radius`` from better ones. ``targets=cluster``, the former extraction: after the
+   least ``nms_radius`` from better ones. ``targets=cluster`` (the default): after the
    cleanup of step 3, targets = connected components of the kept Gaussians linked when closer than
    ``cluster_radius`` (exact single linkage); per target its relevancy peak (its most relevant
    Gaussian), the **score** = the mean raw relevancy of its Gaussians within ``peak_radius`` of the
