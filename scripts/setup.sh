@@ -69,14 +69,19 @@ s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+#$PYINC#g" "$f"
   done_stamp cmakefix "$ROOT/requirements-ros.txt"
 fi
 
-step "tf2_msgs (built from ros_compat/ only where the ROS install lacks it)"
-if ! (cd /tmp && "$PY" -c "import tf2_msgs.msg" 2>/dev/null); then
+# colcon_interfaces NAME SOURCE_DIR: build one ROS interface package into the venv (the ROS prefix).
+colcon_interfaces() {
   mkdir -p "$ROOT/log"
   AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV" "$VENV/bin/colcon" --log-base "$ROOT/log" build \
     --merge-install --install-base "$VENV" --build-base "$ROOT/build" \
-    --base-paths "$ROOT/ros_compat/tf2_msgs" --packages-select tf2_msgs \
-    --cmake-args -DPython3_EXECUTABLE="$PY" -DBUILD_TESTING=OFF > "$ROOT/log/colcon_tf2_msgs.txt" 2>&1 \
-    || { tail -40 "$ROOT/log/colcon_tf2_msgs.txt"; fail "colcon build of tf2_msgs failed"; }
+    --base-paths "$2" --packages-select "$1" \
+    --cmake-args -DPython3_EXECUTABLE="$PY" -DBUILD_TESTING=OFF > "$ROOT/log/colcon_$1.txt" 2>&1 \
+    || { tail -40 "$ROOT/log/colcon_$1.txt"; fail "colcon build of $1 failed"; }
+}
+
+step "tf2_msgs (built from ros_compat/ only where the ROS install lacks it)"
+if ! (cd /tmp && "$PY" -c "import tf2_msgs.msg" 2>/dev/null); then
+  colcon_interfaces tf2_msgs "$ROOT/ros_compat/tf2_msgs"
   (cd /tmp && "$PY" -c "from tf2_msgs.msg import TFMessage") || fail "tf2_msgs does not import after its build"
 fi
 
@@ -89,12 +94,7 @@ if [ -d "$TOOLS/wheels" ]; then
     "$PY" -m pip install -q --no-deps "$TOOLS"/wheels/*.whl 2>&1 | grep -v "^WARNING: Location" || true
     "$PY" -m pip install -q psutil 2>&1 | grep -v "^WARNING: Location" || true
     if ! (cd /tmp && "$PY" -c "import composition_interfaces.srv" 2>/dev/null); then
-      mkdir -p "$ROOT/log"
-      AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV" "$VENV/bin/colcon" --log-base "$ROOT/log" build \
-        --merge-install --install-base "$VENV" --build-base "$ROOT/build" \
-        --base-paths "$TOOLS/composition_interfaces" --packages-select composition_interfaces \
-        --cmake-args -DPython3_EXECUTABLE="$PY" -DBUILD_TESTING=OFF > "$ROOT/log/colcon_composition.txt" 2>&1 \
-        || { tail -40 "$ROOT/log/colcon_composition.txt"; fail "colcon build of composition_interfaces failed"; }
+      colcon_interfaces composition_interfaces "$TOOLS/composition_interfaces"
     fi
     (cd /tmp && "$PY" -c "import ros2cli, launch_ros.actions, launch_testing") \
       || fail "the ROS 2 tools do not import after their install"
