@@ -102,7 +102,9 @@ from gags_ros.srv import Query
 n, bound = int(sys.argv[1]), float(sys.argv[2])
 rclpy.init()
 node = Node("burst_client")
-client = node.create_client(Query, "gags/query", qos_profile=service_qos(n))
+# Headroom beyond the burst: the readiness probes' late answers share the client's keep-last
+# histories with the burst's (under load several probes are outstanding when the node comes up).
+client = node.create_client(Query, "gags/query", qos_profile=service_qos(n + 64))
 ex = SingleThreadedExecutor()
 ex.add_node(node)
 wait_until_served(node, client, Query.Request(text=""), timeout=60, executor=ex)
