@@ -34,8 +34,8 @@ OpenGL camera axes: x right, y up, z backward), and optionally
 - ``mask_file_paths``: ``{"whole", "part", "subpart"}`` -> 16-bit PNGs of instance ids, 0 = none.
 
 Beside it, ``labels.json``: ``{"whole": {"<id>": "<text>"}, "part": {...}, "subpart": {...}}`` and
-``queries.json``: a list of ``{"text", "level", "ids", "box_min", "box_max"}`` (world-frame
-axis-aligned box of the target, metres).
+``queries.json``: a list of ``{"text", "level", "ids", "box_min", "box_max"[, "boxes"]}`` (world-frame
+axis-aligned box of the target, metres; ``boxes``: optional, one ``[min, max]`` per instance).
 """
 
 from __future__ import annotations
@@ -486,16 +486,27 @@ def _check_query(q: dict, i: int) -> dict:
     if len(out["box_min"]) != 3 or len(out["box_max"]) != 3 or any(
             a > b for a, b in zip(out["box_min"], out["box_max"])):
         raise ValueError(f"query {i} ({out['text']!r}): box_min/box_max must be 3 numbers with min <= max")
+    if "boxes" in q:  # optional: one [min [3], max [3]] per instance (any of them is a right answer)
+        try:
+            out["boxes"] = [[[float(x) for x in b[0]], [float(x) for x in b[1]]] for b in q["boxes"]]
+        except (IndexError, TypeError, ValueError) as e:
+            raise ValueError(f"query {i} ({out['text']!r}): boxes must be a list of [min [3], max [3]] ({e!r})") from None
+        if not out["boxes"] or any(len(lo) != 3 or len(hi) != 3 or any(a > b for a, b in zip(lo, hi))
+                                   for lo, hi in out["boxes"]):
+            raise ValueError(f"query {i} ({out['text']!r}): boxes must be a non-empty list of [min [3], max [3]] "
+                             "with min <= max")
     return out
 
 
 def write_queries(path: PathLike, queries: Sequence[dict]) -> None:
-    """``queries``: list of ``{"text", "level", "ids", "box_min", "box_max"}`` (validated)."""
+    """``queries``: list of ``{"text", "level", "ids", "box_min", "box_max"}`` and optionally
+    ``"boxes"`` (``[[min [3], max [3]], ...]`` per instance), validated."""
     _write_json_atomic(Path(path), [_check_query(q, i) for i, q in enumerate(queries)])
 
 
 def load_queries(path: PathLike) -> List[dict]:
-    """``queries.json`` -> validated list of ``{"text", "level", "ids", "box_min", "box_max"}``."""
+    """``queries.json`` -> validated list of ``{"text", "level", "ids", "box_min", "box_max"}`` (plus
+    ``"boxes"`` where the file has them)."""
     raw = json.loads(Path(path).read_text())
     if not isinstance(raw, list):
         raise ValueError(f"{path}: expected a list of queries")

@@ -4,6 +4,8 @@ writer, a label-grounded teacher and the scoring of the evaluation.
 Heavy pieces (the text model of the teacher) load lazily; importing this package is cheap.
 """
 
-from .scene import CATEGORIES, LEVEL_NAMES, CameraView, Scene, default_intrinsics, make_scene
+from .scene import (CATEGORIES, GENERATORS, LEVEL_NAMES, CameraView, Scene, default_intrinsics, make_scene,
+                    scene_from_meta)
 
-__all__ = ["CATEGORIES", "LEVEL_NAMES", "CameraView", "Scene", "default_intrinsics", "make_scene"]
+__all__ = ["CATEGORIES", "GENERATORS", "LEVEL_NAMES", "CameraView", "Scene", "default_intrinsics", "make_scene",
+           "scene_from_meta"]

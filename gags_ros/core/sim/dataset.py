@@ -2,11 +2,13 @@
 
     python -m gags_ros.core.sim.dataset OUT --seed 0 --preset small     # one scene in OUT
     python -m gags_ros.core.sim.dataset OUT --seed 0 --preset default   # OUT/scene_000 .. scene_002
+    python -m gags_ros.core.sim.dataset OUT --seed 100 --generator varied   # a varied room
 
 A scene directory holds ``transforms.json`` (+ images, depth, per-level masks), ``labels.json``,
 ``queries.json`` (written by :func:`gags_ros.core.datasets.write_nerfstudio`) and ``scene.json``
-(room size and the objects' boxes, for top-down pictures). Identical seed and preset give identical
-bytes. In memory, :func:`scene_frames` yields the same frames without touching the disk.
+(room size and the objects' boxes, for top-down pictures; the scene generator's name and whether
+the room structure is labelled, so :func:`~gags_ros.core.sim.scene.scene_from_meta` rebuilds the
+scene). Identical seed, preset and generator give identical bytes. In memory, :func:`scene_frames` yields the same frames without touching the disk.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 from ..datasets import write_nerfstudio
 from ..types import Frame, Intrinsics
 from . import raycast
-from .scene import CameraView, Scene, closeup_path, default_intrinsics, make_scene, orbit_path, walk_path
+from .scene import GENERATORS, CameraView, Scene, closeup_path, default_intrinsics, make_scene, orbit_path, walk_path
 
 FORMAT_VERSION = 1
 
@@ -115,10 +117,12 @@ def _preset(preset, overrides: dict) -> Preset:
 
 
 def generate(out_dir, seed: int = 0, preset="small", *, overwrite: bool = False, workers: int = 1,
-             **overrides) -> Path:
+             generator: str = "classic", structure_labels: Optional[bool] = None, **overrides) -> Path:
     """Write one scene of ``seed`` into ``out_dir``; returns it.
 
-    ``preset``: a name in :data:`PRESETS` or a :class:`Preset`; keyword ``overrides`` replace its
+    ``generator`` / ``structure_labels``: which room (:func:`~gags_ros.core.sim.scene.make_scene`);
+    both are recorded in ``scene.json``. ``preset``: a name in :data:`PRESETS` or a :class:`Preset`;
+    keyword ``overrides`` replace its
     fields (``width=320``...). The scene is written to a sibling temporary directory and renamed, so
     ``out_dir`` is either absent or complete. An existing ``out_dir`` raises ``FileExistsError``
     unless ``overwrite``.
@@ -127,7 +131,7 @@ def generate(out_dir, seed: int = 0, preset="small", *, overwrite: bool = False,
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists (pass overwrite=True / --overwrite to replace it)")
-    scene = make_scene(seed)
+    scene = make_scene(seed, generator, structure_labels)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -135,6 +139,7 @@ def generate(out_dir, seed: int = 0, preset="small", *, overwrite: bool = False,
         frames = list(scene_frames(scene, p, workers))
         write_nerfstudio(tmp, frames, labels=scene.labels, queries=scene.queries())
         meta = {"format_version": FORMAT_VERSION, "generator": "gags_ros.core.sim", "seed": seed,
+                "scene_generator": scene.generator, "structure_labels": scene.structure_labelled,
                 "preset": {k: getattr(p, k) for k in p.__dataclass_fields__}, **scene.describe()}
         (tmp / "scene.json").write_text(json.dumps(meta, indent=2))
         if out.exists():
@@ -147,18 +152,20 @@ def generate(out_dir, seed: int = 0, preset="small", *, overwrite: bool = False,
 
 
 def generate_benchmark(out_dir, seed: int = 0, preset="default", scenes: Optional[int] = None, *,
-                       overwrite: bool = False, workers: int = 1, **overrides) -> List[Path]:
+                       overwrite: bool = False, workers: int = 1, generator: str = "classic",
+                       structure_labels: Optional[bool] = None, **overrides) -> List[Path]:
     """Write ``scenes`` (default: the preset's count) scenes of seeds ``seed, seed+1, ...`` as
-    ``out_dir/scene_<seed>``, plus ``out_dir/benchmark.json`` listing them."""
+    ``out_dir/scene_<seed>``, plus ``out_dir/benchmark.json`` listing them (and the generator)."""
     p = _preset(preset, overrides)
     n = p.scenes if scenes is None else scenes
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    dirs = [generate(root / f"scene_{s:03d}", s, p, overwrite=overwrite, workers=workers)
+    dirs = [generate(root / f"scene_{s:03d}", s, p, overwrite=overwrite, workers=workers, generator=generator,
+                     structure_labels=structure_labels)
             for s in range(seed, seed + n)]
     (root / "benchmark.json").write_text(json.dumps(
-        {"format_version": FORMAT_VERSION, "scenes": [d.name for d in dirs], "seeds": list(range(seed, seed + n))},
-        indent=2))
+        {"format_version": FORMAT_VERSION, "scenes": [d.name for d in dirs], "seeds": list(range(seed, seed + n)),
+         "scene_generator": generator}, indent=2))
     return dirs
 
 
@@ -173,14 +180,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--height", type=int, help="image height override, px")
     ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="render processes")
     ap.add_argument("--overwrite", action="store_true", help="replace existing scene directories")
+    ap.add_argument("--generator", choices=GENERATORS, default="classic",
+                    help="room generator: classic (default; 4.6-5.6 m, one instance per class) or varied "
+                    "(3-10 m, scaled objects, clutter, repeated classes, unlabelled structure in 1/3 of the seeds)")
+    ap.add_argument("--structure-labels", choices=("auto", "on", "off"), default="auto",
+                    help="label floor, walls and ceiling: auto = the generator's choice")
     a = ap.parse_args(argv)
+    structure = {"auto": None, "on": True, "off": False}[a.structure_labels]
+    kw = dict(overwrite=a.overwrite, workers=a.workers, generator=a.generator, structure_labels=structure)
     t0 = time.time()
     overrides = dict(width=a.width, height=a.height)
     n = a.scenes if a.scenes is not None else PRESETS[a.preset].scenes
     if n == 1 and a.scenes is None:
-        dirs = [generate(a.out, a.seed, a.preset, overwrite=a.overwrite, workers=a.workers, **overrides)]
+        dirs = [generate(a.out, a.seed, a.preset, **kw, **overrides)]
     else:
-        dirs = generate_benchmark(a.out, a.seed, a.preset, n, overwrite=a.overwrite, workers=a.workers, **overrides)
+        dirs = generate_benchmark(a.out, a.seed, a.preset, n, **kw, **overrides)
     for d in dirs:
         meta = json.loads((d / "transforms.json").read_text())
         nq = len(json.loads((d / "queries.json").read_text()))

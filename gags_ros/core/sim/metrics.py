@@ -72,6 +72,19 @@ def box_contains(point: Sequence[float], box_min: Sequence[float], box_max: Sequ
     return bool(np.all(p >= lo - tol) and np.all(p <= hi + tol))
 
 
+def query_boxes(query: dict) -> List[Tuple[List[float], List[float]]]:
+    """The per-instance boxes ``[(min [3], max [3]), ...]`` of a query (``boxes``; queries written
+    before they existed: the one union box ``box_min`` / ``box_max``)."""
+    if query.get("boxes"):
+        return [(list(lo), list(hi)) for lo, hi in query["boxes"]]
+    return [(list(query["box_min"]), list(query["box_max"]))]
+
+
+def inside_any_box(point: Sequence[float], query: dict, tol: float = 0.0) -> bool:
+    """``point`` ``[3]`` (m) inside the box of any instance the query names (grown by ``tol`` m)."""
+    return any(box_contains(point, lo, hi, tol) for lo, hi in query_boxes(query))
+
+
 def box_center_distance(point: Sequence[float], box_min: Sequence[float], box_max: Sequence[float]) -> float:
     """Euclidean distance (m) from ``point`` to the box centre."""
     p, lo, hi = (np.asarray(v, dtype=np.float64) for v in (point, box_min, box_max))

@@ -265,7 +265,8 @@ def render(scene: Scene, T_world_cam: np.ndarray, intrinsics: Intrinsics) -> Ray
         rgb[idx] = texture(prim.material, local) * light[:, None]
     rgb8 = np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8).reshape(H, W, 3)
     depth = np.where(np.isfinite(best_t), best_t, 0.0).astype(np.float32)
-    ids = np.array([p.ids for p in scene.primitives] + [(0, 0, 0)], dtype=np.int32)  # row -1 -> none
+    # Unlabelled surfaces (scene.mask_ids: 0) are no instance, like the background.
+    ids = np.concatenate([scene.mask_ids, np.zeros((1, 3), dtype=np.int32)])  # row -1 -> none
     masks = {lv: ids[best_p, k] for k, lv in enumerate(LEVEL_NAMES)}
     return RayCast(rgb8, depth, masks, best_p)
 

@@ -131,9 +131,38 @@ class SceneObject:
     structure: bool = False
 
 
+@dataclass(frozen=True)
+class CameraRig:
+    """Shape of the walk and orbit paths, in metres (defaults: the classic rooms' constants).
+
+    ``walk_radius`` / ``orbit_radius``: fractions of the free disc's radius; ``walk_height``:
+    mean camera height, ``walk_swing``: its amplitude; ``walk_look``: horizontal distance to the
+    walk's look-at point (at ``walk_look_z``); ``orbit_height``: mean orbit height (capped at the
+    ceiling - 0.3); ``orbit_look``: distance of the orbit's look-at point beyond the room centre
+    (at ``orbit_look_z``). ``closeup_fallback``: close-ups whose object side is blocked also try the
+    whole circle of azimuths and lower elevations (the varied rooms' clutter needs it).
+    """
+
+    walk_radius: float = 0.6
+    walk_height: float = 1.0
+    walk_swing: float = 0.45
+    walk_look: float = 2.0
+    walk_look_z: float = 0.55
+    orbit_radius: float = 0.8
+    orbit_height: float = 1.9
+    orbit_look: float = 1.8
+    orbit_look_z: float = 0.4
+    closeup_fallback: bool = False
+
+
 @dataclass
 class Scene:
-    """A furnished room. ``room``: interior size (x, y, z) in metres; ``labels[level][id] = text``."""
+    """A furnished room. ``room``: interior size (x, y, z) in metres; ``labels[level][id] = text``.
+
+    ``generator``: the name of the generator that made it (:data:`GENERATORS`);
+    ``structure_labelled``: False when floor, walls and ceiling carry no label (their pixels have
+    id 0 in every mask, so no teacher mask ever covers them); ``rig``: the camera paths' shape.
+    """
 
     seed: int
     room: Tuple[float, float, float]
@@ -141,6 +170,9 @@ class Scene:
     labels: Dict[str, Dict[int, str]]
     objects: List[SceneObject]
     free_radius: float
+    generator: str = "classic"
+    structure_labelled: bool = True
+    rig: CameraRig = CameraRig()
 
     @functools.cached_property
     def _object_by_id(self) -> Dict[int, SceneObject]:
@@ -150,6 +182,15 @@ class Scene:
     def hull_corners(self) -> np.ndarray:
         """``[P, 8, 3]`` per primitive: world points whose convex hull contains it (view culling)."""
         return np.stack([p.corners() for p in self.primitives])
+
+    @property
+    def mask_ids(self) -> np.ndarray:
+        """``[P, 3]`` int32 ids each primitive writes into the (whole, part, subpart) masks: its
+        ``ids``, or 0 (no instance) for objects whose whole id has no label (unlabelled structure)."""
+        ids = np.array([p.ids for p in self.primitives], dtype=np.int32).reshape(-1, 3)
+        labelled = np.array([p.ids[0] in self.labels["whole"] for p in self.primitives], dtype=bool)
+        ids[~labelled] = 0
+        return ids
 
     def object(self, whole_id: int) -> SceneObject:
         return self._object_by_id[whole_id]
@@ -182,7 +223,9 @@ class Scene:
         text becomes one query at the coarsest level where it names a mask (so "table top", whose
         only sub-part is the whole top, is a part query); a group covering exactly the primitives of
         a coarser query is dropped ("ball" the part is "red ball" the whole). ``ids`` are all ids of
-        that level carrying the text; ``box_min``/``box_max`` the world AABB of their union.
+        that level carrying the text; ``box_min``/``box_max`` the world AABB of their union and
+        ``boxes`` one ``[min [3], max [3]]`` per id (in ``ids`` order): a 3D answer is right when it
+        lies in the box of any of them (several chairs, several table legs).
         """
         out: List[dict] = []
         seen_text, seen_geometry = set(), set()
@@ -200,9 +243,12 @@ class Scene:
                 seen_geometry.add(geometry)
                 lo, hi = self.aabb_of(prims)
                 ids = sorted({self.primitives[i].ids[k] for i in prims})
+                boxes = [self.aabb_of([i for i in prims if self.primitives[i].ids[k] == iid]) for iid in ids]
                 out.append({"text": text, "level": level, "ids": ids,
                             "box_min": [round(float(v), 6) for v in lo],
-                            "box_max": [round(float(v), 6) for v in hi]})
+                            "box_max": [round(float(v), 6) for v in hi],
+                            "boxes": [[[round(float(v), 6) for v in b_lo], [round(float(v), 6) for v in b_hi]]
+                                      for b_lo, b_hi in boxes]})
         return out
 
     def describe(self) -> dict:
@@ -246,8 +292,11 @@ class _Builder:
 
 
 class _Obj:
+    """An object being built; ``scale`` multiplies every local position and size (1 = as specified)."""
+
     def __init__(self, b: _Builder, whole_id: int, T: np.ndarray) -> None:
         self.b, self.whole_id, self.T = b, whole_id, T
+        self.scale = 1.0
 
     def part(self, label: str) -> "_Part":
         return _Part(self, self.b._new_id("part", label))
@@ -271,6 +320,9 @@ class _Sub:
 
     def _add(self, kind: str, center, size, mat: Material, R: Optional[np.ndarray]) -> "_Sub":
         obj = self.part.obj
+        if obj.scale != 1.0:
+            center = np.asarray(center, dtype=np.float64) * obj.scale
+            size = tuple(float(v) * obj.scale for v in size)
         T_local = make_pose(np.eye(3) if R is None else R, center)
         obj.b.primitives.append(Primitive(kind, obj.T @ T_local, tuple(float(s) for s in size), mat,
                                           (obj.whole_id, self.part.part_id, self.sub_id)))
@@ -686,8 +738,48 @@ def _structure(b: _Builder, rng, room) -> None:
         b.obj("wall", "wall", np.eye(4), True).single("wall").box(center, half, paper)
 
 
-def make_scene(seed: int) -> Scene:
-    """The furnished room of ``seed`` (at least 6 object categories, every level labelled)."""
+GENERATORS = ("classic", "varied")
+
+
+def make_scene(seed: int, generator: str = "classic", structure_labels: Optional[bool] = None) -> Scene:
+    """The furnished room of ``seed`` made by ``generator`` (one of :data:`GENERATORS`).
+
+    ``classic`` (default): 4.6-5.6 m rooms, one instance per class, every surface labelled; the same
+    scene for a seed as before the varied generator existed. ``varied``
+    (:mod:`gags_ros.core.sim.varied`): 3-10 m rooms, scaled objects, clutter, repeated classes,
+    more kinds, unlabelled structure in a third of the seeds. ``structure_labels``: force floor,
+    walls and ceiling labelled (True) or not (False); None = the generator's choice (classic: True).
+    """
+    if generator == "varied":
+        from .varied import make_varied_scene
+
+        return make_varied_scene(seed, structure_labels)
+    if generator != "classic":
+        raise ValueError(f"scene generator {generator!r}: expected one of {GENERATORS}")
+    scene = _make_classic_scene(seed)
+    if structure_labels is False:
+        _drop_structure_labels(scene)
+    return scene
+
+
+def scene_from_meta(meta: dict) -> Scene:
+    """Rebuild the scene a dataset's ``scene.json`` describes (its seed, generator and structure
+    labelling; files written before the varied generator existed are classic)."""
+    return make_scene(int(meta["seed"]), str(meta.get("scene_generator", "classic")), meta.get("structure_labels"))
+
+
+def _drop_structure_labels(scene: Scene) -> None:
+    """Remove the labels of floor, walls and ceiling (their primitives then write id 0 in masks)."""
+    structure = {o.whole_id for o in scene.objects if o.structure}
+    for p in scene.primitives:
+        if p.ids[0] in structure:
+            for lv, i in zip(LEVEL_NAMES, p.ids):
+                scene.labels[lv].pop(i, None)
+    scene.structure_labelled = False
+
+
+def _make_classic_scene(seed: int) -> Scene:
+    """The classic room of ``seed`` (at least 6 object categories, every level labelled)."""
     rng = np.random.default_rng(seed)
     room = (float(rng.uniform(4.6, 5.6)), float(rng.uniform(4.6, 5.6)), float(rng.uniform(2.6, 3.0)))
     free_r = 1.0
@@ -778,33 +870,38 @@ def _pose_ok(scene: Scene, eye: np.ndarray, clearance: float = 0.1) -> bool:
 
 
 def walk_path(scene: Scene, n: int, rng: np.random.Generator) -> List[CameraView]:
-    """A robot's loop through the free middle of the room at 0.5-1.5 m, looking outwards-ahead."""
+    """A robot's loop through the free middle of the room, looking outwards-ahead (classic rooms:
+    0.5-1.5 m high, radius about 0.6 m; ``scene.rig`` sets the shape)."""
     views = []
+    rig = scene.rig
     theta0, phase = rng.uniform(0, 2 * math.pi), rng.uniform(0, 2 * math.pi)
-    rho0 = 0.6 * scene.free_radius
+    rho0 = rig.walk_radius * scene.free_radius
     for i in range(n):
         t = i / max(n, 1)
         th = theta0 + 2 * math.pi * t
         rho = rho0 * (1.0 + 0.25 * math.sin(3 * 2 * math.pi * t + phase))
-        z = 1.0 + 0.45 * math.sin(2 * 2 * math.pi * t + phase)
+        z = rig.walk_height + rig.walk_swing * math.sin(2 * 2 * math.pi * t + phase)
         eye = np.array([rho * math.cos(th), rho * math.sin(th), z])
         heading = th + math.pi / 4 + 0.6 * math.sin(2 * math.pi * 3 * t + 2 * phase)
-        target = eye + np.array([2.0 * math.cos(heading), 2.0 * math.sin(heading), 0.0])
-        target[2] = 0.55
+        target = eye + np.array([rig.walk_look * math.cos(heading), rig.walk_look * math.sin(heading), 0.0])
+        target[2] = rig.walk_look_z
         views.append(CameraView(f"walk_{i:04d}", "walk", look_at(eye, target)))
     return views
 
 
 def orbit_path(scene: Scene, n: int, rng: np.random.Generator) -> List[CameraView]:
-    """A circle above the free disc at 1.7-2.1 m, each view looking across the room and down."""
+    """A circle above the free disc (classic rooms: 1.7-2.1 m high), each view looking across the
+    room and down (``scene.rig`` sets the shape)."""
     views = []
+    rig = scene.rig
     theta0 = rng.uniform(0, 2 * math.pi)
     H = scene.room[2]
     for i in range(n):
         th = theta0 + 2 * math.pi * i / max(n, 1)
-        z = min(1.9 + 0.2 * math.sin(4 * th), H - 0.3)
-        eye = np.array([0.8 * scene.free_radius * math.cos(th), 0.8 * scene.free_radius * math.sin(th), z])
-        target = np.array([-1.8 * math.cos(th), -1.8 * math.sin(th), 0.4])
+        z = min(rig.orbit_height + 0.2 * math.sin(4 * th), H - 0.3)
+        r = rig.orbit_radius * scene.free_radius
+        eye = np.array([r * math.cos(th), r * math.sin(th), z])
+        target = np.array([-rig.orbit_look * math.cos(th), -rig.orbit_look * math.sin(th), rig.orbit_look_z])
         views.append(CameraView(f"orbit_{i:04d}", "orbit", look_at(eye, target)))
     return views
 
@@ -814,7 +911,8 @@ def closeup_path(scene: Scene, per_object: int, intrinsics: Intrinsics, rng: np.
     """``per_object`` views of every non-structure object, filling most of the image from the room side.
 
     ``line_of_sight(eye, point) -> whole id`` of the first surface on the segment (the ray-caster);
-    views that do not see their object's centre are redrawn (up to 20 tries, then skipped).
+    views that do not see their object's centre are redrawn (up to 20 tries; then, when
+    ``scene.rig.closeup_fallback``, up to 60 more from any azimuth; then skipped).
     """
     views = []
     fov = 2 * math.atan(min(intrinsics.width / intrinsics.fx, intrinsics.height / intrinsics.fy) / 2)
@@ -841,4 +939,19 @@ def closeup_path(scene: Scene, per_object: int, intrinsics: Intrinsics, rng: np.
                 continue
             views.append(CameraView(f"closeup_{obj.whole_id:03d}_{made}", "closeup", look_at(eye, c), obj.whole_id))
             made += 1
+        if made < per_object and scene.rig.closeup_fallback:
+            # Blocked from the room side (clutter, a wall corner): any azimuth, lower and nearer too.
+            for k in range(60):
+                if made == per_object:
+                    break
+                az, el = rng.uniform(-math.pi, math.pi), rng.uniform(0.1, 1.2)
+                d = dist * rng.uniform(0.5, 1.1)
+                eye = c + d * np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
+                if not _pose_ok(scene, eye):
+                    continue
+                if line_of_sight is not None and line_of_sight(eye, c) != obj.whole_id:
+                    continue
+                views.append(CameraView(f"closeup_{obj.whole_id:03d}_{made}", "closeup", look_at(eye, c),
+                                        obj.whole_id))
+                made += 1
     return views

@@ -212,12 +212,12 @@ def build_teacher(cfg, device: str | torch.device, sim_labels: Optional[dict] = 
             import json
             from pathlib import Path
 
-            from ..sim.scene import make_scene
+            from ..sim.scene import scene_from_meta
 
             root = Path(cfg.teacher.sim_dataset).expanduser()
             if labels is None:
                 labels = json.loads((root / "labels.json").read_text())
-            scene = make_scene(int(json.loads((root / "scene.json").read_text())["seed"]))
+            scene = scene_from_meta(json.loads((root / "scene.json").read_text()))
         if labels is None:
             raise ValueError("teacher.segmenter='sim' needs the dataset's labels: set teacher.sim_dataset "
                              "to the simulated dataset folder (labels.json, scene.json)")
