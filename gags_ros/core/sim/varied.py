@@ -97,7 +97,8 @@ def _spec_cabinet(rng, used) -> _Spec:
                                          (W / 4 - 0.006, 0.008, (H - t) / 2 - 0.04), door_mat)
             door.sub("cabinet knob").sphere((sx * 0.06, Dp / 2 + 0.015, H * 0.6), 0.018, knob_mat)
 
-    return _Spec("cabinet", f"{cname} cabinet", (W / 2 + 0.01, Dp / 2 + 0.02), build, top=H, back=Dp / 2)
+    # Footprint: knobs included (3.3 cm in front); the top is (W/2 + 0.01, back) around the origin.
+    return _Spec("cabinet", f"{cname} cabinet", (W / 2 + 0.01, Dp / 2 + 0.035), build, top=H, back=Dp / 2)
 
 
 def _spec_vase(rng, used) -> _Spec:
@@ -401,7 +402,7 @@ def make_varied_scene(seed: int, structure_labels: Optional[bool] = None) -> Sce
         spec, T = cabinet
         pool = [_spec_vase, _spec_book, _spec_cardboard_box, _spec_bottle]
         picks = [pool[i] for i in rng.choice(len(pool), int(rng.integers(1, 3)), replace=False)]
-        _place_on_surface(rng, [_scaled(f(rng, used), rng) for f in picks], T, spec.half, spec.top, add)
+        _place_on_surface(rng, [_scaled(f(rng, used), rng) for f in picks], T, (spec.half[0], spec.back), spec.top, add)
 
     # On the floor: furniture and clutter, more in bigger rooms; sometimes an identical pair.
     n_floor = int(np.clip(round(area / 6.0), 4, 9))
