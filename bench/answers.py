@@ -54,6 +54,15 @@ def _answers(pipeline, texts, overrides):
     return [[{"loc": [float(v) for v in t.centroid], "score": float(t.score)} for t in r.targets] for r in res]
 
 
+def mode_config(cfg, mode: str):
+    """``cfg`` (the evaluation's, online GaD) with the online map distilled by ``language.mode``
+    ``mode`` instead (the evaluation fixes gad; the answers compare modes on their own maps)."""
+    from gags_ros.core.config import set_value, validate
+
+    set_value(cfg, "language.mode", mode)
+    return validate(cfg)
+
+
 def run(a) -> int:
     from gags_ros.core.pipeline import GagsPipeline
     from gags_ros.core.sim import evaluate as ev
@@ -75,10 +84,10 @@ def run(a) -> int:
         absent = [t for t in ABSENT if t not in labels]
         for seed in a.seeds:
             t0 = time.perf_counter()
-            p = GagsPipeline(ev.make_config(st, seed), scene.labels)
+            p = GagsPipeline(mode_config(ev.make_config(st, seed), a.mode), scene.labels)
             info = ev.stream(p, scene.path, max_frames=a.frames)
             texts = [q["text"] for q in scene.queries]
-            rows = {"scene": scene.name, "seed": seed, "map": info, "queries": scene.queries, "absent": absent,
+            rows = {"scene": scene.name, "seed": seed, "mode": a.mode, "map": info, "queries": scene.queries, "absent": absent,
                     "overrides": overrides, "answers": {}}
             for name, o in GRID.items():
                 rows["answers"][name] = {"present": _answers(p, texts, o), "absent": _answers(p, absent, o)}
@@ -158,6 +167,7 @@ def main(argv=None) -> int:
     r.add_argument("--scenes", nargs="*", default=[])
     r.add_argument("--device", default="auto")
     r.add_argument("--quick", action="store_true", help="the evaluation's CPU profile")
+    r.add_argument("--mode", default="gad", help="language.mode of the online map (gad, avg, ...)")
     r.add_argument("--frames", type=int, default=0, help="stream only the first N train frames (smoke tests)")
     r.add_argument("--set", dest="overrides", type=ev._parse_override, action="append", default=[])
     r.add_argument("--text-cache")

@@ -166,3 +166,37 @@ def test_version_1_map_files_load_with_coverage_unknown(tmp_path):
     assert eng.known(g2) is None
     (res,) = eng.query(g2, field2, ["red mug"])
     assert res.targets and np.isin(res.targets[0].indices, parts["mug"]).mean() > 0.9
+
+
+def test_relevancy_image_shows_unsupervised_regions_as_unknown():
+    """The mug no teacher mask supervised renders as unknown (NaN) in the user's relevancy image;
+    the supervised chair beside it keeps its relevancy; the protocol's image (unknown=None) decodes
+    every pixel."""
+    from test_query import CHAIR_CENTRE, MUG_CENTRE
+
+    from gags_ros.core.camera import look_at
+
+    g, field, enc, parts = planted_map(seed=2)
+    eng = QueryEngine(C.GagsConfig().query, enc)
+    sup = np.ones(len(g), dtype=bool)
+    sup[parts["mug"]] = False
+    _mark(g, sup)
+    renderer = make_renderer("torch", "cpu")
+    intr = Intrinsics(40.0, 40.0, 16.0, 12.0, 32, 24)
+    for centre, known in ((MUG_CENTRE, False), (CHAIR_CENTRE, True)):
+        T = look_at(centre - np.array([0.0, 0.0, 0.6]), centre, up=(0.0, -1.0, 0.0))
+        share = eng.known_image(renderer, g, T, intr)
+        rel = eng.relevancy_image(renderer, g, field, T, intr, ["red mug"], unknown=float("nan"))
+        raw = eng.relevancy_image(renderer, g, field, T, intr, ["red mug"])
+        centre_px = (slice(11, 13), slice(15, 17))
+        assert torch.isfinite(raw).all()
+        if known:
+            assert share[centre_px].min() > 0.9
+            assert torch.isfinite(rel[0][centre_px]).all()
+            assert torch.equal(rel[0][centre_px], raw[0][centre_px])
+        else:
+            assert share[centre_px].max() < 0.1
+            assert torch.isnan(rel[0][centre_px]).all()
+    # the gate off: nothing is unknown
+    eng.cfg.min_coverage = 0.0
+    assert eng.known_image(renderer, g, T, intr) is None

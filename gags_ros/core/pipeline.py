@@ -262,11 +262,14 @@ class GagsPipeline:
                                        np.asarray(t.box_max), int(t.count), t.indices) for t in r.targets],
                        r.reason, dict(r.timings)) for r in results]
 
-    def relevancy_image(self, T_world_cam: np.ndarray, intrinsics, texts: Sequence[str]):
-        """``[T, H, W]`` relevancy of a rendered view (see QueryEngine.relevancy_image)."""
+    def relevancy_image(self, T_world_cam: np.ndarray, intrinsics, texts: Sequence[str],
+                        unknown: Optional[float] = float("nan")):
+        """``[T, H, W]`` relevancy of a rendered view (see QueryEngine.relevancy_image); pixels the
+        map has no language supervision for carry ``unknown`` (NaN by default; None: decode them
+        too)."""
         self._check_queryable()
         return self.query_engine.relevancy_image(self.renderer, self.mapper.gaussians, self.distiller.field,
-                                                 T_world_cam, intrinsics, texts)
+                                                 T_world_cam, intrinsics, texts, unknown=unknown)
 
     def cloud(self, max_points: int):
         """``(xyz [n, 3], rgb [n, 3], relevancy [n] or None, coverage [n] or None)`` numpy, at most

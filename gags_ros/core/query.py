@@ -409,10 +409,16 @@ class QueryEngine:
         return self.latent_relevancy(field, gaussians.params["features"].detach(), text_emb, index)
 
     def relevancy_image(self, renderer, gaussians, field, T_world_cam, intrinsics,
-                        texts: Sequence[str]) -> torch.Tensor:
+                        texts: Sequence[str], unknown: Optional[float] = None) -> torch.Tensor:
         """``[T, H, W]`` relevancy of the rendered view ``T_world_cam`` (``[4, 4]`` camera-to-world)
         with ``intrinsics`` (its size is the output size) for each text. ValueError for a map
-        without latents."""
+        without latents.
+
+        ``unknown``: when given (e.g. ``float("nan")`` or -1), pixels that are not *known* get this
+        value instead of a relevancy: less than half of their rendered weight comes from Gaussians
+        the query treats as known (:meth:`known_image`), so the picture shows where the map has no
+        teacher supervision rather than a made-up relevancy. None (the evaluation protocols):
+        every pixel is decoded."""
         why = self._map_problem(gaussians, field)
         if why:
             raise ValueError(f"no relevancy image: {why}")
@@ -422,8 +428,29 @@ class QueryEngine:
         with torch.no_grad():
             lat = render_channels(renderer, gaussians, feats, T_world_cam, intrinsics, dev)  # [H, W, F]
         H, W, _ = lat.shape
-        r = self.latent_relevancy(field, lat.reshape(H * W, -1), emb)
-        return r.T.reshape(-1, H, W)
+        r = self.latent_relevancy(field, lat.reshape(H * W, -1), emb).T.reshape(-1, H, W)
+        if unknown is not None:
+            share = self.known_image(renderer, gaussians, T_world_cam, intrinsics)
+            if share is not None:
+                r = torch.where(share[None] >= 0.5, r, torch.full_like(r, float(unknown)))
+        return r
+
+    def known_image(self, renderer, gaussians, T_world_cam, intrinsics,
+                    coverage_mode: Optional[str] = None) -> Optional[torch.Tensor]:
+        """``[H, W]`` share in [0, 1] of each pixel's rendered weight that comes from Gaussians the
+        query treats as known (:meth:`known`: opaque enough and with language coverage); 0 where
+        nothing is rendered. None when every Gaussian counts as known (no coverage records, or
+        ``min_coverage`` 0)."""
+        known = self.known(gaussians, coverage_mode)
+        if known is None:
+            return None
+        dev = gaussians.params["means"].device
+        known = known & (gaussians.opacities.detach() >= self.cfg.min_opacity)
+        ch = torch.stack([known.float(), torch.ones_like(known, dtype=torch.float32)], dim=1)  # [N, 2]
+        with torch.no_grad():
+            img = render_channels(renderer, gaussians, ch, T_world_cam, intrinsics, dev)     # [H, W, 2]
+        return torch.where(img[..., 1] > 1e-6, img[..., 0] / img[..., 1].clamp_min(1e-6),
+                           torch.zeros_like(img[..., 0]))
 
     # ---- 3D -----------------------------------------------------------------------------------
     def query(self, gaussians, field, texts: Sequence[str], max_targets: Optional[int] = None,

@@ -465,10 +465,14 @@ def _tile(img: np.ndarray, f: float):
 
 
 def relevancy_picture(path: Path, scene: SceneData, picks: List[Tuple[int, int]],
-                      maps: Dict[str, Dict[Tuple[int, int], np.ndarray]], kernel: int = LERF_KERNEL) -> Path:
+                      maps: Dict[str, Dict[Tuple[int, int], np.ndarray]], kernel: int = LERF_KERNEL,
+                      unknown: Optional[Dict[str, Dict[Tuple[int, int], np.ndarray]]] = None) -> Path:
     """Rows: (query index, eval view index) ``picks``; columns: RGB with the ground-truth boxes,
     ground-truth mask, then each variant's min-max normalised relevancy with the argmax of its
-    smoothed map (green cross: a hit, red: a miss)."""
+    smoothed map (green cross: a hit, red: a miss). ``unknown``: per variant and pick an ``[H, W]``
+    bool mask of pixels without language supervision (:meth:`QueryEngine.known_image` < 0.5),
+    drawn as grey diagonal hatching over the relevancy (the cross still follows the protocol,
+    which decodes every pixel)."""
     from PIL import Image, ImageDraw
 
     from .. import query as q
@@ -502,7 +506,13 @@ def relevancy_picture(path: Path, scene: SceneData, picks: List[Tuple[int, int]]
         for c, v in enumerate(variants):
             rel = maps[v][(qi, vi)]
             lo, hi = float(rel.min()), float(rel.max())
-            tile = _tile(colormap((rel - lo) / max(hi - lo, 1e-12)), f)
+            img = colormap((rel - lo) / max(hi - lo, 1e-12))
+            unk = (unknown or {}).get(v, {}).get((qi, vi))
+            if unk is not None:
+                yy, xx = np.mgrid[:H, :W]
+                hatch = ((xx + yy) // 2) % 3 == 0
+                img = np.where(unk[..., None], np.where(hatch[..., None], 90, 170), img).astype(np.uint8)
+            tile = _tile(img, f)
             hit, (x, y) = q.localisation_hit(rel, boxes, kernel=k)
             td = ImageDraw.Draw(tile)
             cx, cy, s = (x + 0.5) * f, (y + 0.5) * f, 5
@@ -684,17 +694,22 @@ def _pictures(pipeline, variants: List[Variant], scene: SceneData, settings: Eva
     if picks:
         engine, g = pipeline.query_engine, pipeline.mapper.gaussians
         maps: Dict[str, Dict[Tuple[int, int], np.ndarray]] = {}
+        unknown: Dict[str, Dict[Tuple[int, int], np.ndarray]] = {}
         shown = [v for v in variants if v.name in (ONLINE, "gad", "avg")] or variants
         shown += [v for v in variants if v not in shown]
         for v in shown:
             _set_latents(pipeline.mapper, v.latents)
-            maps[v.name] = {}
+            maps[v.name], unknown[v.name] = {}, {}
             for qi, vi in picks:
                 fr = scene.eval_frames[vi]
                 rel = engine.relevancy_image(pipeline.renderer, g, v.field, fr.T_world_cam, fr.intrinsics,
                                              [scene.queries[qi]["text"]])
                 maps[v.name][(qi, vi)] = rel[0].float().cpu().numpy()
-        paths.append(str(relevancy_picture(out / f"{scene.name}_relevancy.png", scene, picks, maps, settings.kernel)))
+                share = engine.known_image(pipeline.renderer, g, fr.T_world_cam, fr.intrinsics)
+                if share is not None:
+                    unknown[v.name][(qi, vi)] = share.cpu().numpy() < 0.5
+        paths.append(str(relevancy_picture(out / f"{scene.name}_relevancy.png", scene, picks, maps, settings.kernel,
+                                           unknown)))
     g = pipeline.mapper.gaussians
     with torch.no_grad():
         sel = g.opacities.detach() >= 0.1
