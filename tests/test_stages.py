@@ -203,10 +203,10 @@ def test_oracle_keeps_the_maps_coverage_gate():
     assert rec["stage"] == "eligible" and rec["inbox_opaque"] == len(parts["mug"])
 
 
-def test_oracle_labels_from_a_real_render():
+def _one_view_scene():
     """One view: the left of the image is instance 1, the right instance 2, a middle strip no
-    instance. Gaussians seen on the left carry label 1's embedding, on the right label 2's; those in
-    the strip or behind the camera the background (the first canonical phrase)."""
+    instance; a blob of Gaussians seen in each, and one behind the camera. Returns ``(map, frame,
+    labels, n)`` with ``n`` Gaussians per blob, in the order left, right, middle, behind."""
     def blob(y, x=2.0):
         return _grid((x, y - 0.03, 0.97), (x, y + 0.03, 1.03), 0.03)
 
@@ -219,10 +219,15 @@ def test_oracle_labels_from_a_real_render():
     mask[:, : W // 2 - 3], mask[:, W // 2 + 3:] = 1, 2        # +y of the world is the image's left
     frame = SimpleNamespace(masks={"whole": mask}, T_world_cam=look_at([0.0, 0.0, 1.0], [2.0, 0.0, 1.0]),
                             intrinsics=intr)
+    return g, frame, {"whole": {"1": "red mug", "2": "blue chair"}}, len(left)
+
+
+def test_oracle_labels_from_a_real_render():
+    """Gaussians seen on the left carry label 1's embedding, on the right label 2's; those in the
+    strip or behind the camera the background (the first canonical phrase)."""
+    g, frame, labels, n = _one_view_scene()
     eng = QueryEngine(C.GagsConfig().query, ENC)
-    labels = {"whole": {"1": "red mug", "2": "blue chair"}}
     oracle = stages.label_oracle_3d(eng, make_renderer("torch", "cpu"), g, [frame], labels)
-    n = len(left)
     expect = np.concatenate([np.full(n, 1), np.full(n, 2), np.zeros(2 * n, dtype=np.int64)])
     assert oracle.winners["whole"].tolist() == expect.tolist()
     f = oracle.maps["whole"].params["features"]
@@ -230,3 +235,26 @@ def test_oracle_labels_from_a_real_render():
     bg = eng.canonical(torch.device("cpu"))[0]
     assert torch.allclose(f[:n], emb[0].expand(n, -1)) and torch.allclose(f[n:2 * n], emb[1].expand(n, -1))
     assert torch.allclose(f[2 * n:], bg.expand(2 * n, -1))
+
+
+def test_bench_rows_shape():
+    """The answers benchmark's rows from a pipeline-shaped object: JSON-ready, one answer list and
+    one stage record per query, the absent texts answered by the oracle."""
+    import json
+
+    g, frame, labels, n = _one_view_scene()
+    g.params["features"] = torch.nn.Parameter(ENC(["stuff"]).expand(len(g), -1).clone())   # a field that knows nothing
+    eng = QueryEngine(C.GagsConfig().query, ENC)
+    cfg = eng.cfg
+    cfg.keep_neighbours, cfg.drop_neighbours = 2, 1         # blobs of 27 Gaussians, 3 cm apart
+    pipe = SimpleNamespace(query_engine=eng, renderer=make_renderer("torch", "cpu"),
+                           mapper=SimpleNamespace(gaussians=g, keyframes=[SimpleNamespace(frame=frame)]),
+                           distiller=SimpleNamespace(field=stages.OracleField(ENC.dim)))
+    pts = g.params["means"].detach()
+    queries = [_query("red mug", pts[:n]), _query("blue chair", pts[n:2 * n])]
+    rows = json.loads(json.dumps(stages.bench_rows(pipe, labels, queries, ["guitar"])))
+    assert set(rows) == {"oracle3d", "stages", "oracle3d_stages"}
+    assert len(rows["oracle3d"]["present"]) == 2 and len(rows["oracle3d"]["absent"]) == 1
+    assert all(0 < len(a) <= 3 and set(a[0]) == {"loc", "score"} for a in rows["oracle3d"]["present"])
+    assert [r["stage"] for r in rows["oracle3d_stages"]] == ["hit", "hit"]
+    assert [r["stage"] for r in rows["stages"]] == ["threshold", "threshold"]   # every Gaussian equally irrelevant
