@@ -182,8 +182,9 @@ def query_stages(engine, gaussians, field, queries: Sequence[dict], max_targets:
     (0: none, as the answers benchmark asks). Counts in a record: Gaussians inside a box
     (``inbox``), of those opaque enough, eligible (opaque and known), selected, kept by the
     cleanup; ``selected`` / ``kept`` over the map; ``rank`` of the first target located in a box
-    (None: none); ``first`` = the first target's location and score; ``consistent``: the engine's
-    selected / kept counts equal the recomputed ones."""
+    (None: none); ``first`` = the first target's location and score; ``targets``: how many the
+    engine returned, ``reason`` its reason when none; ``consistent``: the engine's selected / kept
+    counts equal the recomputed ones."""
     cfg = engine.cfg
     texts = [x["text"] for x in queries]
     N = len(gaussians)
