@@ -66,6 +66,7 @@ def mode_config(cfg, mode: str):
 def run(a) -> int:
     from gags_ros.core.pipeline import GagsPipeline
     from gags_ros.core.sim import evaluate as ev
+    from gags_ros.core.sim import stages
 
     overrides = dict(ev.QUICK) if a.quick else {}
     overrides.update(dict(a.overrides))
@@ -91,6 +92,9 @@ def run(a) -> int:
                     "overrides": overrides, "answers": {}}
             for name, o in GRID.items():
                 rows["answers"][name] = {"present": _answers(p, texts, o), "absent": _answers(p, absent, o)}
+            # the 3D label oracle's answers and the first losing stage per query, field and oracle,
+            # at the node's default query config (gags_ros/core/sim/stages.py)
+            rows.update(stages.bench_rows(p, scene.labels, scene.queries, absent))
             rows["seconds"] = time.perf_counter() - t0
             path = out / f"{ev.run_name(scene.name, seed)}.json"
             path.write_text(json.dumps(rows))

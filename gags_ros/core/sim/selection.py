@@ -123,6 +123,15 @@ def label_votes(renderer, gaussians, frames, level: str, ids: Sequence[int]) -> 
     return votes.cpu().numpy()
 
 
+def vote_winners(votes) -> np.ndarray:
+    """``[N]`` int64: the column of :func:`label_votes` ``[N, I + 1]`` each Gaussian renders into
+    most, ``-1`` where that is the last column (outside every listed instance) or where it was
+    never seen (all votes 0)."""
+    v = np.asarray(votes)
+    best = v.argmax(axis=1)
+    return np.where((v.max(axis=1) > 0) & (best < v.shape[1] - 1), best, -1).astype(np.int64)
+
+
 def label_oracle_relevancy(renderer, gaussians, frames, labels: dict, queries: Sequence[dict],
                            relevancy_of_labels) -> np.ndarray:
     """``[N, Q]`` per-Gaussian relevancy of a 3D label oracle: at each query's level every Gaussian
@@ -140,11 +149,9 @@ def label_oracle_relevancy(renderer, gaussians, frames, labels: dict, queries: S
         ids = sorted(names)
         if not ids:
             continue
-        votes = label_votes(renderer, gaussians, frames, lv, ids)            # [N, len(ids) + 1]
-        best = votes.argmax(axis=1)
-        seen = votes.max(axis=1) > 0
+        best = vote_winners(label_votes(renderer, gaussians, frames, lv, ids))   # [N], -1: none
         r = np.asarray(relevancy_of_labels(lv, [names[i] for i in ids], rows), dtype=np.float64)  # [I, R]
-        has = seen & (best < len(ids))
+        has = best >= 0
         block = np.zeros((N, len(rows)))
         block[has] = r[best[has]]
         out[:, rows] = block
