@@ -94,7 +94,13 @@ def run(a) -> int:
                 rows["answers"][name] = {"present": _answers(p, texts, o), "absent": _answers(p, absent, o)}
             # the 3D label oracle's answers and the first losing stage per query, field and oracle,
             # at the node's default query config (gags_ros/core/sim/stages.py)
-            rows.update(stages.bench_rows(p, scene.labels, scene.queries, absent))
+            oracle = stages.pipeline_oracle(p, scene.labels, scene.queries)
+            rows.update(stages.bench_rows(p, scene.labels, scene.queries, absent, oracle=oracle))
+            if a.save_maps:   # to answer again offline with other query settings (bench.answers_maps)
+                from bench.answers_maps import save_run_map
+
+                save_run_map(Path(a.save_maps) / f"{ev.run_name(scene.name, seed)}.map.pt", p, oracle,
+                             scene=scene.name, seed=seed, mode=a.mode, map=info, overrides=overrides)
             rows["seconds"] = time.perf_counter() - t0
             path = out / f"{ev.run_name(scene.name, seed)}.json"
             path.write_text(json.dumps(rows))
@@ -172,6 +178,8 @@ def main(argv=None) -> int:
     r.add_argument("--device", default="auto")
     r.add_argument("--quick", action="store_true", help="the evaluation's CPU profile")
     r.add_argument("--mode", default="gad", help="language.mode of the online map (gad, avg, ...)")
+    r.add_argument("--save-maps", default="", help="also write each map (with its 3D oracle's labels) into "
+                   "this folder, for python -m bench.answers_maps requery")
     r.add_argument("--frames", type=int, default=0, help="stream only the first N train frames (smoke tests)")
     r.add_argument("--set", dest="overrides", type=ev._parse_override, action="append", default=[])
     r.add_argument("--text-cache")

@@ -56,7 +56,7 @@ from .. import query as q
 from .selection import label_votes, vote_winners
 
 __all__ = ["LabelOracle", "OracleField", "STAGES", "answer_rows", "bench_rows", "label_oracle_3d",
-           "oracle_from_winners", "oracle_stages", "query_boxes", "query_stages", "summarise_stages",
+           "oracle_from_winners", "oracle_stages", "pipeline_oracle", "query_boxes", "query_stages", "summarise_stages",
            "with_features"]
 
 STAGES = ("eligible", "threshold", "cleanup", "cluster", "location", "ranking", "score", "hit")
@@ -278,18 +278,19 @@ def answer_rows(results: Sequence[q.QueryResult]) -> List[List[dict]]:
     return [[{"loc": [float(v) for v in t.centroid], "score": float(t.score)} for t in r.targets] for r in results]
 
 
-def bench_rows(pipeline, labels: dict, queries: Sequence[dict], absent: Sequence[str], max_targets: int = 3) -> dict:
+def bench_rows(pipeline, labels: dict, queries: Sequence[dict], absent: Sequence[str], max_targets: int = 3,
+               oracle: Optional[LabelOracle] = None) -> dict:
     """The answers benchmark's oracle and stage rows of one streamed map of a scene with ``labels``
     (``{level: {id: text}}``) and ``queries``, at the engine's config:
 
     - ``oracle3d``: ``{"present": [per query: targets], "absent": [...]}`` of the 3D label oracle
-      (votes over the map's keyframes, which carry the dataset's masks), the shape of the field's
+      (votes over the map's keyframes, which carry the dataset's masks; or ``oracle`` when given,
+      e.g. rebuilt by :func:`oracle_from_winners` for a saved map), the shape of the field's
       answers (``max_targets``, min_score 0); absent texts are asked of the whole-level oracle;
     - ``stages`` / ``oracle3d_stages``: :func:`query_stages` records of the field and the oracle."""
     eng, g = pipeline.query_engine, pipeline.mapper.gaussians
-    frames = [kf.frame for kf in pipeline.mapper.keyframes]
-    oracle = label_oracle_3d(eng, pipeline.renderer, g, frames, labels,
-                             sorted({x["level"] for x in queries} | {"whole"}))
+    if oracle is None:
+        oracle = pipeline_oracle(pipeline, labels, queries)
     present: List[Optional[list]] = [None] * len(queries)
     for lv in sorted({x["level"] for x in queries}):
         rows = [i for i, x in enumerate(queries) if x["level"] == lv]
@@ -302,3 +303,10 @@ def bench_rows(pipeline, labels: dict, queries: Sequence[dict], absent: Sequence
             "stages": query_stages(eng, g, pipeline.distiller.field, queries),
             "oracle3d_stages": oracle_stages(oracle, eng, queries)}
 
+
+def pipeline_oracle(pipeline, labels: dict, queries: Sequence[dict]) -> LabelOracle:
+    """The 3D label oracle of a streamed pipeline's map, voted over its keyframes, at the levels of
+    ``queries`` and "whole" (the absent-object queries' level)."""
+    frames = [kf.frame for kf in pipeline.mapper.keyframes]
+    return label_oracle_3d(pipeline.query_engine, pipeline.renderer, pipeline.mapper.gaussians, frames, labels,
+                           sorted({x["level"] for x in queries} | {"whole"}))
