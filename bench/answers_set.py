@@ -72,6 +72,19 @@ def _job(cmd: List[str], log: Path, env: dict) -> tuple:
     return rc, time.perf_counter() - t0
 
 
+def _index(data: Path) -> None:
+    """``data/benchmark.json`` listing every complete scene folder in it (a set grown by several
+    calls stays one benchmark)."""
+    import json
+
+    from gags_ros.core.sim.dataset import FORMAT_VERSION
+
+    dirs = sorted(d for d in data.glob("scene_*") if (d / "scene.json").exists())
+    seeds = [json.loads((d / "scene.json").read_text())["seed"] for d in dirs]
+    (data / "benchmark.json").write_text(json.dumps({"format_version": FORMAT_VERSION,
+                                                      "scenes": [d.name for d in dirs], "seeds": seeds}, indent=2))
+
+
 def run(a) -> int:
     out = Path(a.out)
     seeds = parse_seeds(a.seeds)
@@ -91,6 +104,7 @@ def run(a) -> int:
         if rc:
             print(f"scene {s}: generation failed ({rc})")
             return rc
+    _index(data)
     print(f"scenes ready in {time.perf_counter() - t0:.0f} s ({len(todo)} generated)", flush=True)
     jobs = []
     for mode in a.modes:
@@ -103,6 +117,8 @@ def run(a) -> int:
                     cmd += ["--text-cache", str(Path(a.text_cache).resolve())]
                 if a.quick:
                     cmd.append("--quick")
+                if a.save_maps:
+                    cmd += ["--save-maps", str(out / "maps" / f"{a.preset}_{a.generator}_{mode}")]
                 if a.frames:
                     cmd += ["--frames", str(a.frames)]
                 for k, v in a.overrides:
@@ -141,6 +157,7 @@ def main(argv=None) -> int:
     r.add_argument("--device", default="auto")
     r.add_argument("--text-cache")
     r.add_argument("--quick", action="store_true", help="the evaluation's CPU profile")
+    r.add_argument("--save-maps", action="store_true", help="keep every map in OUT/maps (bench.answers_maps)")
     r.add_argument("--frames", type=int, default=0, help="stream only the first N train frames (smoke tests)")
     r.add_argument("--set", dest="overrides", type=ev._parse_override, action="append", default=[])
     a = ap.parse_args(argv)

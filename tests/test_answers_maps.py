@@ -29,3 +29,22 @@ def test_saved_maps_answer_again_as_when_built(tmp_path):
     (o,) = [json.loads(p.read_text()) for p in other.glob("*.json")]
     assert o["overrides"]["query.threshold"] == 0.9
     assert sum(r["selected"] for r in o["stages"]) < sum(r["selected"] for r in built["stages"])
+
+
+def test_seed_sets_and_the_benchmark_index(tmp_path):
+    from bench.answers_set import _index, parse_seeds, set_texts
+
+    assert parse_seeds(["0-3", "2", "100-102"]) == [0, 1, 2, 3, 100, 101, 102]
+    texts = set_texts("varied", [100])
+    assert "refrigerator" in texts and "object" in texts            # absent texts, canonical phrases
+    from gags_ros.core.sim.scene import make_scene
+
+    assert {q["text"] for q in make_scene(100, generator="varied").queries()} <= set(texts)
+    for s in (7, 5):
+        d = tmp_path / f"scene_{s:03d}"
+        d.mkdir()
+        (d / "scene.json").write_text(json.dumps({"seed": s}))
+    (tmp_path / "scene_009").mkdir()                                  # incomplete: not listed
+    _index(tmp_path)
+    index = json.loads((tmp_path / "benchmark.json").read_text())
+    assert index["scenes"] == ["scene_005", "scene_007"] and index["seeds"] == [5, 7]
