@@ -7,7 +7,8 @@ different machines:
 
     # build the online map of every scene (and run seed), answer every query and ABSENT text with
     # every setting of GRID, storing per candidate target its location, score, confidence and the
-    # confidence's features; one JSON of rows per map into OUT
+    # confidence's features; one JSON of rows per map into OUT (--save-maps / --load-maps DIR: keep
+    # the maps, or answer kept maps without rebuilding them)
     python -m bench.answers run DATASET --out OUT [--seeds 0] [--set k=v ...] [--scenes scene_000 ...]
     # fit query.calibration and query.min_confidence on TRAINING runs (seeds 0-9 only): the one
     # way their defaults in gags_ros/core/config.py are produced
@@ -93,7 +94,14 @@ def run(a) -> int:
         for seed in a.seeds:
             t0 = time.perf_counter()
             p = GagsPipeline(ev.make_config(st, seed), scene.labels)
-            info = ev.stream(p, scene.path, max_frames=a.frames)
+            saved = Path(a.load_maps or ".") / f"{ev.run_name(scene.name, seed)}.gags"
+            if a.load_maps:                                  # answer a map built before (same settings)
+                info = {"loaded": str(saved), "gaussians": p.load(str(saved))}
+            else:
+                info = ev.stream(p, scene.path, max_frames=a.frames)
+            if a.save_maps:
+                Path(a.save_maps).mkdir(parents=True, exist_ok=True)
+                p.save(str(Path(a.save_maps) / saved.name))
             texts = [q["text"] for q in scene.queries]
             q = p.cfg.query
             rows = {"scene": scene.name, "seed": seed, "map": info, "queries": scene.queries, "absent": absent,
@@ -360,6 +368,9 @@ def main(argv=None) -> int:
     r.add_argument("--frames", type=int, default=0, help="stream only the first N train frames (smoke tests)")
     r.add_argument("--set", dest="overrides", type=ev._parse_override, action="append", default=[])
     r.add_argument("--text-cache")
+    r.add_argument("--save-maps", help="also save each map here (SCENE__seedN.gags)")
+    r.add_argument("--load-maps", help="answer the maps saved here by --save-maps instead of building them "
+                   "(give the same --set overrides: the query settings come from them)")
     c = sub.add_parser("calibrate", help="fit query.calibration and query.min_confidence on training runs")
     c.add_argument("runs", nargs="+", help="run folders of training scenes (seeds 0-9 only)")
     c.add_argument("--out", required=True, help="JSON with the coefficients, the cut and the training numbers")
