@@ -244,6 +244,9 @@ def reliability_png(conf, hit, path, bins: int = 10, title: str = "") -> None:
     Y = lambda v: M + (1 - v) * S                             # noqa: E731
     d.rectangle([X(0), Y(1), X(1), Y(0)], outline="black")
     d.line([X(0), Y(0), X(1), Y(1)], fill=(150, 150, 150))
+    for v in (0.0, 0.5, 1.0):                                 # ticks: confidence below, hit rate left
+        d.text((X(v) - 8, Y(0) + 4), f"{v:g}", fill="black")
+        d.text((M - 24, Y(v) - 6), f"{v:g}", fill="black")
     peak = max(int(r["count"].max()), 1)
     for k in range(bins):
         lo, hi = r["edges"][k], r["edges"][k + 1]
@@ -256,7 +259,8 @@ def reliability_png(conf, hit, path, bins: int = 10, title: str = "") -> None:
         d.text((X(lo) + 4, S + 2 * M + 72 - h - 12), str(int(r["count"][k])), fill="black")
     ece = calibration.expected_calibration_error(conf, hit, bins)
     d.text((M, 8), f"{title}  ECE {100 * ece:.1f} %  n={int(r['count'].sum())}", fill="black")
-    d.text((M, S + M + 4), "confidence (bins of 0.1; dots: mean confidence, bars: hit rate)", fill="black")
+    d.text((M, S + M + 16), "confidence (bins of 0.1; dots: mean confidence, bars: hit rate; grey: counts)",
+           fill="black")
     img.save(path)
 
 
