@@ -229,16 +229,16 @@ class QueryConfig:
                              "highest value that still answers >= 85 % of the queries of objects present "
                              "in the simulation with CLIP-like teacher cosines (docs/results/"
                              "sim_regimes_small_cpu.md)", lo=0.0, hi=1.0)
-    calibration: list = param([-4.214, 1.086, 10.79, 11.09, 0.2317, -0.7769],
+    calibration: list = param([-5.164, 2.662, 8.255, 14.12, 0.5257, -0.2852],
                               "Coefficients of the target confidence, sigmoid(c . x) over x = [1, score, "
                               "score - median raw relevancy of the eligible Gaussians, score - their 0.9 "
                               "quantile, ln(1 + Gaussians behind the score), log10(selected / eligible "
                               "Gaussians)] (gags_ros/core/calibration.py). Produced only by `python -m "
-                              "bench.answers calibrate` on training scenes: this value from 2 small-preset CPU "
-                              "maps (--quick, scenes 0-1 of seed 0, 100 first targets; docs/evaluation.md), "
+                              "bench.answers calibrate` on training scenes: this value from 3 small-preset CPU "
+                              "maps (--quick, scenes 0-2 of seed 0, 168 first targets; docs/evaluation.md), "
                               "provisional until the GPU maps of seeds 0-9 are fitted",
                               lo=-1e4, hi=1e4)
-    min_confidence: float = param(0.134, "Targets with a lower confidence (calibrated probability of being "
+    min_confidence: float = param(0.163, "Targets with a lower confidence (calibrated probability of being "
                                   "right) are not answers; when none reaches it the answer is 'not found' "
                                   "(success, zero targets); 0 = off. Chosen by `python -m bench.answers "
                                   "calibrate` with the coefficients: the least cut at which absent-object "
