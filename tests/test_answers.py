@@ -330,7 +330,7 @@ def test_not_found_when_no_candidate_is_confident(targets):
     cfg.min_confidence = min(1.0, best + 1e-6)
     (res,) = eng.query(g, field, ["red mug"])
     assert res.targets == [] and res.reason.startswith("not found:")
-    assert f"best confidence {best:.2f}" in res.reason and "query.min_confidence" in res.reason
+    assert f"best confidence {best:.3f}" in res.reason and "query.min_confidence" in res.reason
     cfg.min_confidence = best                                 # the best one reaches the cut exactly
     (res,) = eng.query(g, field, ["red mug"])
     assert len(res.targets) >= 1 and res.targets[0].confidence == pytest.approx(best)

@@ -601,8 +601,8 @@ class QueryEngine:
                               f"{float(score.max()):.3f}; query.min_score)")
             else:
                 best = float(conf[score >= min_score].max())
-                res.reason = (f"not found: best confidence {best:.2f} of {n} candidate target(s) is below "
-                              f"{min_conf:.2f} (query.min_confidence)")
+                res.reason = (f"not found: best confidence {best:.3f} of {n} candidate target(s) is below "
+                              f"{min_conf:.3f} (query.min_confidence)")
         return order
 
 
