@@ -1,57 +1,76 @@
-"""3D answers benchmark (the answers issue): hit@1 / hit@3 of the online map's answers and the
-false-positive rate of absent-object queries, for a grid of query-engine settings on the same maps.
+"""3D answers benchmark (the answers issue): hit@1 / hit@3 of the online map's answers, the
+false-positive rate of absent-object queries and the calibration of the targets' confidence, for a
+few query-engine settings on the same maps.
 
-Two steps, so the map building (GPU) and the reporting (anywhere) can run on different machines:
+Three steps, so the map building (GPU) and the fitting and reporting (anywhere) can run on
+different machines:
 
     # build the online map of every scene (and run seed), answer every query and ABSENT text with
-    # every setting of GRID; one JSON of rows per map into OUT
+    # every setting of GRID, storing per candidate target its location, score, confidence and the
+    # confidence's features, the 3D oracle's answers and the losing stages; one JSON of rows per
+    # map into OUT (--save-maps DIR: keep the maps; python -m bench.answers_maps requery answers
+    # them again with other query settings without rebuilding them)
     python -m bench.answers run DATASET --out OUT [--seeds 0] [--set k=v ...] [--scenes scene_000 ...]
-    # pool the rows of OUT: tables per setting, records in bench/results/answers.json
-    python -m bench.answers report OUT --tag train|heldout [--configs peak_gate0.5 ...]
+    # fit query.calibration and query.min_confidence on TRAINING runs (seeds 0-9 only): the one
+    # way their defaults in gags_ros/core/config.py are produced
+    python -m bench.answers calibrate OUT [OUT2 ...] --out calibration.json [--max-fp 10]
+    # pool the rows of OUT: tables per setting, records in bench/results/answers.json; with
+    # --tag heldout also the reliability diagram, the ECE and the issue's sim_heldout_* records
+    python -m bench.answers report OUT --tag train|heldout [--configs default ...]
 
-A hit@1 is a first target whose location lies inside the query's ground-truth box (the union box
-of every instance carrying the text); hit@3 any of the first three. An absent query is a text
-naming nothing in the scene (household objects of no scene, ABSENT); it is a false positive when
-answered with any target. ``--tag train`` is for scenes of training seeds (0-9: tune there),
-``heldout`` for seeds 100-102 (report only).
+Confidence is recomputed from the stored features with the coefficients in force (the config's
+defaults, or ``--calibration FILE``), so a refit applies to old run files without new maps. The
+answers of a setting are its candidates with confidence >= min_confidence, most confident first.
+
+A hit@1 is a first target whose location lies inside the ground-truth box of any correct instance
+(the query's ``boxes``, else its ``box_min`` / ``box_max``); hit@3 any of the first three. An
+absent query is a text naming nothing in the scene (household objects of no scene, ABSENT); it is a
+false positive when answered with any target. ``--tag train`` is for scenes of training seeds (0-9:
+tune there), ``heldout`` for seeds 100-102 (report only, never fit).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from gags_ros.core import calibration
+
 # Texts of objects no generated scene holds (checked against the scene's labels at run time).
 ABSENT = ["refrigerator", "bicycle", "guitar", "toilet", "laptop", "umbrella", "teddy bear", "piano",
           "skateboard", "fire extinguisher", "bathtub", "microwave oven"]
 
-# Settings compared on the same maps: name -> query overrides.
-GRID = {"cluster": {"targets": "cluster", "min_coverage": 0.0},
-        "cluster_gate0.5": {"targets": "cluster", "min_coverage": 0.5},
-        "peak": {"targets": "peak", "min_coverage": 0.0}}
-for _c in (0.3, 0.5, 0.7, 0.9):
-    for _s in (1, 3):
-        for _r in (0.05, 0.1, 0.15):
-            GRID[f"peak_gate{_c}_s{_s}_r{_r}"] = {"targets": "peak", "min_coverage": _c,
-                                                  "min_peak_support": _s, "peak_radius": _r}
+# Settings compared on the same maps: name -> query overrides on top of the run's configuration.
+# "default" is the node's operating point (the calibration is fitted for it); the others are the
+# alternatives worth comparing (bench/results/answers.json: the wider grid of the previous runs).
+GRID = {"default": {},
+        "cluster": {"targets": "cluster", "min_coverage": 0.0},
+        "peak_gate": {"targets": "peak", "min_coverage": 0.5, "peak_radius": 0.15}}
+CANDIDATES = 8          # candidate targets stored per query: the refitted confidence may reorder them
+DEFAULT = "default"
 
 
 def _answers(pipeline, texts, overrides):
+    """Per text, up to CANDIDATES candidate targets (every confidence: min_confidence off) as
+    ``{"loc" [3] m, "score", "confidence", "features" [6], "count"}``."""
     import dataclasses
 
     eng, g, field = pipeline.query_engine, pipeline.mapper.gaussians, pipeline.distiller.field
     base = eng.cfg
-    eng.cfg = dataclasses.replace(base, **overrides)
+    eng.cfg = dataclasses.replace(base, **{**overrides, "min_confidence": 0.0})
     try:
-        res = eng.query(g, field, texts, max_targets=3, min_score=0.0)
+        res = eng.query(g, field, texts, max_targets=CANDIDATES, min_score=0.0)
     finally:
         eng.cfg = base
-    return [[{"loc": [float(v) for v in t.centroid], "score": float(t.score)} for t in r.targets] for r in res]
+    return [[{"loc": [float(v) for v in t.centroid], "score": float(t.score), "confidence": float(t.confidence),
+              "features": [float(v) for v in t.features], "count": int(t.count)} for t in r.targets]
+            for r in res]
 
 
 def mode_config(cfg, mode: str):
@@ -61,6 +80,16 @@ def mode_config(cfg, mode: str):
 
     set_value(cfg, "language.mode", mode)
     return validate(cfg)
+
+
+def run_head(p, scene, seed: int, mode: str, info: dict, absent, overrides: dict) -> dict:
+    """The fields of a run file that describe the map and the settings (before its answers)."""
+    q = p.cfg.query
+    return {"scene": scene.name, "seed": seed, "mode": mode, "map": info, "queries": scene.queries, "absent": absent,
+            "overrides": overrides, "grid": GRID, "features": list(calibration.FEATURES),
+            "query_defaults": {"targets": q.targets, "min_coverage": q.min_coverage,
+                               "calibration": list(q.calibration), "min_confidence": q.min_confidence},
+            "answers": {}}
 
 
 def run(a) -> int:
@@ -88,8 +117,7 @@ def run(a) -> int:
             p = GagsPipeline(mode_config(ev.make_config(st, seed), a.mode), scene.labels)
             info = ev.stream(p, scene.path, max_frames=a.frames)
             texts = [q["text"] for q in scene.queries]
-            rows = {"scene": scene.name, "seed": seed, "mode": a.mode, "map": info, "queries": scene.queries, "absent": absent,
-                    "overrides": overrides, "answers": {}}
+            rows = run_head(p, scene, seed, a.mode, info, absent, overrides)
             for name, o in GRID.items():
                 rows["answers"][name] = {"present": _answers(p, texts, o), "absent": _answers(p, absent, o)}
             # the 3D label oracle's answers and the first losing stage per query, field and oracle,
@@ -108,60 +136,242 @@ def run(a) -> int:
     return 0
 
 
-def _inside(loc, q) -> bool:
-    return bool(np.all(np.asarray(loc) >= q["box_min"]) and np.all(np.asarray(loc) <= q["box_max"]))
+def _boxes(q) -> np.ndarray:
+    """``[B, 2, 3]`` ground-truth boxes (min, max; metres) of every correct instance of query ``q``."""
+    if q.get("boxes"):
+        return np.asarray(q["boxes"], dtype=np.float64).reshape(-1, 2, 3)
+    return np.asarray([q["box_min"], q["box_max"]], dtype=np.float64).reshape(1, 2, 3)
 
 
-def summarise(runs, name: str, min_score: float) -> dict:
-    """Percentages over the runs' queries for setting ``name`` at score cut ``min_score``."""
+def inside(loc, q) -> bool:
+    """The location ``[3]`` (metres) lies inside (inclusive) the box of any correct instance of ``q``."""
+    b = _boxes(q)
+    p = np.asarray(loc, dtype=np.float64)
+    return bool(np.any(np.all((b[:, 0] <= p) & (p <= b[:, 1]), axis=1)))
+
+
+def answers(cands, coef=None, min_confidence: float = 0.0, min_score: float = 0.0) -> list:
+    """The answers among stored candidates ``cands`` (dicts of :func:`_answers`): confidence
+    recomputed from the features with ``coef`` ``[6]`` (None: the stored confidence), kept when at
+    least ``min_confidence`` and ``min_score``, most confident first (as the engine orders them)."""
+    out = []
+    for t in cands:
+        c = t["confidence"] if coef is None else float(calibration.confidence(t["features"], coef)[0])
+        if c >= min_confidence and t["score"] >= min_score:
+            out.append({**t, "confidence": c})
+    out.sort(key=lambda t: -t["confidence"])
+    return out
+
+
+def first_targets(runs, name: str, coef=None):
+    """The first answer (no confidence cut) of every query of setting ``name``, for calibration:
+    ``(features [m, 6], confidence [m], label [m] 0/1, absent [m] bool)``; label = hit@1 (absent
+    queries: 0). Queries without any candidate give no example."""
+    feats, conf, label, absent = [], [], [], []
+    for r in runs:
+        ans = r["answers"][name]
+        for q, cands in zip(r["queries"], ans["present"]):
+            a = answers(cands, coef)
+            if a:
+                feats.append(a[0]["features"]), conf.append(a[0]["confidence"])
+                label.append(inside(a[0]["loc"], q)), absent.append(False)
+        for cands in ans["absent"]:
+            a = answers(cands, coef)
+            if a:
+                feats.append(a[0]["features"]), conf.append(a[0]["confidence"])
+                label.append(False), absent.append(True)
+    return (np.asarray(feats, dtype=np.float64).reshape(-1, calibration.NUM_COEFFICIENTS),
+            np.asarray(conf, dtype=np.float64), np.asarray(label, dtype=np.float64), np.asarray(absent, dtype=bool))
+
+
+def absent_best(runs, name: str, coef=None) -> np.ndarray:
+    """``[m]`` best confidence of each absent query of setting ``name`` (0 without a candidate)."""
+    return np.asarray([max((t["confidence"] for t in answers(c, coef)), default=0.0)
+                       for r in runs for c in r["answers"][name]["absent"]], dtype=np.float64)
+
+
+def summarise(runs, name: str, min_score: float = 0.0, min_confidence: float = 0.0, coef=None) -> dict:
+    """Percentages over the runs' queries for setting ``name``: hit@1, hit@3 (overall and per
+    level) and the absent-object false-positive rate, answers cut at ``min_score`` and
+    ``min_confidence`` with confidence from ``coef`` (None: as stored)."""
     hit1, hit3, lv, fp = [], [], [], []
     for r in runs:
-        for q, ans in zip(r["queries"], r["answers"][name]["present"]):
-            ans = [t for t in ans if t["score"] >= min_score]
-            hit1.append(bool(ans) and _inside(ans[0]["loc"], q))
-            hit3.append(any(_inside(t["loc"], q) for t in ans[:3]))
+        for q, cands in zip(r["queries"], r["answers"][name]["present"]):
+            ans = answers(cands, coef, min_confidence, min_score)
+            hit1.append(bool(ans) and inside(ans[0]["loc"], q))
+            hit3.append(any(inside(t["loc"], q) for t in ans[:3]))
             lv.append(q["level"])
-        fp += [any(t["score"] >= min_score for t in ans) for ans in r["answers"][name]["absent"]]
-    hit1, hit3, lv = np.array(hit1), np.array(hit3), np.array(lv)
-    out = {"hit1": 100 * hit1.mean(), "hit3": 100 * hit3.mean(), "absent_fp": 100 * float(np.mean(fp)),
-           "queries": int(len(hit1)), "absent_queries": len(fp)}
+        fp += [bool(answers(c, coef, min_confidence, min_score)) for c in r["answers"][name]["absent"]]
+    hit1, hit3, lv = np.array(hit1, dtype=bool), np.array(hit3, dtype=bool), np.array(lv)
+    out = {"hit1": 100 * float(hit1.mean()) if hit1.size else float("nan"),
+           "hit3": 100 * float(hit3.mean()) if hit3.size else float("nan"),
+           "absent_fp": 100 * float(np.mean(fp)) if fp else float("nan"),
+           "queries": int(hit1.size), "absent_queries": len(fp)}
     for level in ("whole", "part", "subpart"):
         m = lv == level
         if m.any():
-            out[f"hit1_{level}"] = 100 * hit1[m].mean()
-            out[f"hit3_{level}"] = 100 * hit3[m].mean()
+            out[f"hit1_{level}"] = 100 * float(hit1[m].mean())
+            out[f"hit3_{level}"] = 100 * float(hit3[m].mean())
     return out
+
+
+def fit(runs, name: str = DEFAULT, max_fp: float = 0.10, l2: float = 1e-2, rounds: int = 5) -> dict:
+    """Fit the confidence on training runs: logistic regression of the hit@1 label of each
+    present query's first target and of 0 for each absent query's first target on their features
+    (:func:`first_targets`). Which target is first depends on the coefficients, so the fit is
+    repeated from the stored order until the first targets stop changing (``rounds`` at most). Then
+    ``min_confidence`` = the least cut with absent false positives <= ``max_fp`` (a fraction),
+    rounded up to 3 decimals. Returns coefficients, cut and the training numbers."""
+    coef = None
+    for k in range(rounds):
+        x, _, y, _ = first_targets(runs, name, coef)
+        new = calibration.fit_logistic(x, y, l2=l2)
+        same = coef is not None and np.array_equal(first_targets(runs, name, new)[0], x)
+        coef = new
+        if same:
+            break
+    cut, _ = calibration.threshold_for_fp(absent_best(runs, name, coef), max_fp)
+    cut = min(1.0, math.ceil(cut * 1000) / 1000)
+    x, conf, y, absent = first_targets(runs, name, coef)
+    return {"setting": name, "coefficients": [float(v) for v in coef], "features": list(calibration.FEATURES),
+            "min_confidence": cut, "max_fp": max_fp, "l2": l2, "rounds": k + 1, "examples": int(y.size),
+            "positives": int(y.sum()), "absent_examples": int(absent.sum()),
+            "train_ece": calibration.expected_calibration_error(conf, y),
+            "train": summarise(runs, name, 0.0, cut, coef),
+            "maps": [f"{r['scene']}/{r['seed']}" for r in runs]}
+
+
+def config_snippet(result: dict) -> str:
+    """The fitted values as the lines of gags_ros/core/config.py's QueryConfig defaults."""
+    c = ", ".join(f"{v:.4g}" for v in result["coefficients"])
+    return (f"calibration: [{c}]\nmin_confidence: {result['min_confidence']:g}\n"
+            f"# python -m bench.answers calibrate on {len(result['maps'])} training maps "
+            f"({', '.join(result['maps'])}), setting {result['setting']}")
+
+
+def reliability_png(conf, hit, path, bins: int = 10, title: str = "") -> None:
+    """Reliability diagram (observed hit rate vs mean confidence per bin, the diagonal, and the
+    count of each bin as a bar below) as a PNG; PIL only."""
+    from PIL import Image, ImageDraw
+
+    r = calibration.reliability(conf, hit, bins)
+    S, M = 400, 50
+    img = Image.new("RGB", (S + 2 * M, S + 2 * M + 80), "white")
+    d = ImageDraw.Draw(img)
+    X = lambda v: M + v * S                                   # noqa: E731
+    Y = lambda v: M + (1 - v) * S                             # noqa: E731
+    d.rectangle([X(0), Y(1), X(1), Y(0)], outline="black")
+    d.line([X(0), Y(0), X(1), Y(1)], fill=(150, 150, 150))
+    for v in (0.0, 0.5, 1.0):                                 # ticks: confidence below, hit rate left
+        d.text((X(v) - 8, Y(0) + 4), f"{v:g}", fill="black")
+        d.text((M - 24, Y(v) - 6), f"{v:g}", fill="black")
+    peak = max(int(r["count"].max()), 1)
+    for k in range(bins):
+        lo, hi = r["edges"][k], r["edges"][k + 1]
+        if r["count"][k] > 0:
+            d.rectangle([X(lo) + 2, Y(r["hit_rate"][k]), X(hi) - 2, Y(0)], outline=(30, 90, 200), fill=(160, 190, 240))
+            cx, cy = X(r["mean_confidence"][k]), Y(r["hit_rate"][k])
+            d.ellipse([cx - 4, cy - 4, cx + 4, cy + 4], fill=(200, 40, 40))
+        h = 60 * r["count"][k] / peak
+        d.rectangle([X(lo) + 2, S + 2 * M + 70 - h, X(hi) - 2, S + 2 * M + 70], fill=(120, 120, 120))
+        d.text((X(lo) + 4, S + 2 * M + 72 - h - 12), str(int(r["count"][k])), fill="black")
+    ece = calibration.expected_calibration_error(conf, hit, bins)
+    d.text((M, 8), f"{title}  ECE {100 * ece:.1f} %  n={int(r['count'].sum())}", fill="black")
+    d.text((M, S + M + 16), "confidence (bins of 0.1; dots: mean confidence, bars: hit rate; grey: counts)",
+           fill="black")
+    img.save(path)
+
+
+def _load_runs(dirs):
+    paths = sorted(p for d in dirs for p in Path(d).glob("*.json"))
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def calibrate(a) -> int:
+    runs = _load_runs(a.runs)
+    if not runs:
+        print(f"no run files in {a.runs}")
+        return 1
+    res = fit(runs, a.setting, a.max_fp / 100.0, a.l2)
+    res["command"] = "python -m bench.answers " + " ".join(sys.argv[1:] if a.argv is None else list(a.argv))
+    Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+    t = res["train"]
+    print(f"{res['examples']} first targets ({res['positives']} hits, {res['absent_examples']} absent) from "
+          f"{len(runs)} maps; training ECE {100 * res['train_ece']:.1f} %; at min_confidence "
+          f"{res['min_confidence']:g}: hit@1 {t['hit1']:.1f} %, absent FP {t['absent_fp']:.1f} %")
+    print("# query section defaults (gags_ros/core/config.py QueryConfig):")
+    print(config_snippet(res))
+    return 0
+
+
+def _coefficients(a):
+    """(coefficients, min_confidence) in force: ``--calibration FILE`` or the config's defaults."""
+    if a.calibration:
+        c = json.loads(Path(a.calibration).read_text())
+        return c["coefficients"], float(c["min_confidence"])
+    from gags_ros.core.config import GagsConfig
+
+    q = GagsConfig().query
+    return list(q.calibration), float(q.min_confidence)
+
+
+def heldout_metrics(runs, name: str, coef, min_confidence: float, bins: int = 10) -> dict:
+    """The issue's held-out numbers for setting ``name``: hit@1 / hit@3 per level and absent FP at
+    ``min_confidence`` (percent), the ECE (percent) and reliability bins of the first targets."""
+    s = summarise(runs, name, 0.0, min_confidence, coef)
+    _, conf, y, _ = first_targets(runs, name, coef)
+    rel = calibration.reliability(conf, y, bins)
+    return {**s, "ece": 100 * calibration.expected_calibration_error(conf, y, bins), "examples": int(y.size),
+            "bins": {k: [None if not np.isfinite(v) else float(v) for v in rel[k]]
+                     for k in ("count", "mean_confidence", "hit_rate", "edges")}}
 
 
 def report(a) -> int:
     from bench._record import record
 
-    runs = [json.loads(p.read_text()) for p in sorted(Path(a.out).glob("*.json"))]
+    runs = _load_runs([a.out])
     if not runs:
         print(f"no run files in {a.out}")
         return 1
+    coef, min_conf = _coefficients(a)
     names = a.configs or list(runs[0]["answers"])
-    cuts = a.min_scores
     print(f"{len(runs)} maps: " + ", ".join(f"{r['scene']}/{r['seed']}" for r in runs))
-    print(f"{'setting':28s} {'cut':>5s} {'hit@1':>6s} {'whole':>6s} {'part':>6s} {'sub':>6s} {'hit@3':>6s} {'absFP':>6s}")
+    print(f"confidence: coefficients {[round(v, 4) for v in coef]}, min_confidence {min_conf:g}")
+    print(f"{'setting':14s} {'conf>=':>6s} {'hit@1':>6s} {'whole':>6s} {'part':>6s} {'sub':>6s} {'hit@3':>6s} {'absFP':>6s}")
     table = {}
     for name in names:
-        for cut in cuts:
-            s = summarise(runs, name, cut)
+        for cut in (0.0, min_conf):
+            s = summarise(runs, name, 0.0, cut, coef)
             table[(name, cut)] = s
-            print(f"{name:28s} {cut:5.2f} {s['hit1']:6.1f} {s.get('hit1_whole', 0):6.1f} {s.get('hit1_part', 0):6.1f} "
+            print(f"{name:14s} {cut:6.3f} {s['hit1']:6.1f} {s.get('hit1_whole', 0):6.1f} {s.get('hit1_part', 0):6.1f} "
                   f"{s.get('hit1_subpart', 0):6.1f} {s['hit3']:6.1f} {s['absent_fp']:6.1f}")
+    held = None
+    if a.tag == "heldout" and DEFAULT in runs[0]["answers"]:
+        held = heldout_metrics(runs, DEFAULT, coef, min_conf)
+        png = Path(a.png or Path(a.out) / "reliability.png")
+        _, conf, y, _ = first_targets(runs, DEFAULT, coef)
+        reliability_png(conf, y, png, title=f"held-out first targets, {len(runs)} maps")
+        print(f"held-out ({DEFAULT}): ECE {held['ece']:.1f} % over {held['examples']} first targets; "
+              f"reliability diagram {png}")
     if a.no_record:
         return 0
     command = "python -m bench.answers " + " ".join(sys.argv[1:] if a.argv is None else list(a.argv))
     meta = {"maps": [f"{r['scene']}/{r['seed']}" for r in runs], "overrides": runs[0]["overrides"],
-            "device_of_maps": a.map_device}
+            "device_of_maps": a.map_device, "calibration": [float(v) for v in coef], "min_confidence": min_conf}
     for (name, cut), s in table.items():
-        tag = f"answers_{a.tag}_{name}_cut{cut:g}"
+        tag = f"answers_{a.tag}_{name}_conf{cut:g}"
         record("answers", f"{tag}_hit1", s["hit1"], "%", command,
                per_level={k: v for k, v in s.items() if k.startswith("hit1_")}, queries=s["queries"], **meta)
         record("answers", f"{tag}_hit3", s["hit3"], "%", command, queries=s["queries"], **meta)
         record("answers", f"{tag}_absent_fp", s["absent_fp"], "%", command, queries=s["absent_queries"], **meta)
+    if held is not None:
+        base = "sim_heldout_gad_online"
+        for level in ("whole", "part", "subpart"):
+            if f"hit1_{level}" in held:
+                record("sim", f"{base}_hit1_{level}", held[f"hit1_{level}"], "%", command, **meta)
+                record("sim", f"{base}_hit3_{level}", held[f"hit3_{level}"], "%", command, **meta)
+        record("sim", "sim_heldout_absent_fp", held["absent_fp"], "%", command, queries=held["absent_queries"], **meta)
+        record("sim", f"{base}_ece", held["ece"], "%", command, reliability=held["bins"], **meta)
     return 0
 
 
@@ -183,16 +393,24 @@ def main(argv=None) -> int:
     r.add_argument("--frames", type=int, default=0, help="stream only the first N train frames (smoke tests)")
     r.add_argument("--set", dest="overrides", type=ev._parse_override, action="append", default=[])
     r.add_argument("--text-cache")
+    c = sub.add_parser("calibrate", help="fit query.calibration and query.min_confidence on training runs")
+    c.add_argument("runs", nargs="+", help="run folders of training scenes (seeds 0-9 only)")
+    c.add_argument("--out", required=True, help="JSON with the coefficients, the cut and the training numbers")
+    c.add_argument("--setting", default=DEFAULT, help="GRID setting whose answers are fitted")
+    c.add_argument("--max-fp", type=float, default=10.0, help="absent-object false positives allowed, percent")
+    c.add_argument("--l2", type=float, default=1e-2, help="L2 penalty on the non-intercept coefficients")
     p = sub.add_parser("report")
     p.add_argument("out")
     p.add_argument("--tag", required=True, choices=["train", "heldout", "small"])
     p.add_argument("--configs", nargs="*")
-    p.add_argument("--min-scores", type=float, nargs="+", default=[0.0, 0.5])
+    p.add_argument("--calibration", help="calibrate's JSON (default: the config's query.calibration and "
+                   "query.min_confidence)")
+    p.add_argument("--png", help="reliability diagram (heldout; default OUT/reliability.png)")
     p.add_argument("--map-device", default="", help="where the maps were built (for the records)")
     p.add_argument("--no-record", action="store_true")
     a = ap.parse_args(argv)
     a.argv = argv
-    return run(a) if a.cmd == "run" else report(a)
+    return {"run": run, "calibrate": calibrate, "report": report}[a.cmd](a)
 
 
 if __name__ == "__main__":

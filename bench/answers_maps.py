@@ -72,10 +72,9 @@ def requery(a) -> int:
         labels = {str(t).lower() for lv in scene.labels.values() for t in lv.values()}
         absent = [t for t in A.ABSENT if t not in labels]
         texts = [q["text"] for q in scene.queries]
-        rows = {"scene": run["scene"], "seed": run["seed"], "mode": run.get("mode", "gad"), "map": run["map"],
-                "queries": scene.queries, "absent": absent, "overrides": {**run.get("overrides", {}),
-                                                                          **dict(a.overrides)},
-                "requery_of": f.name, "answers": {}}
+        rows = A.run_head(p, scene, run["seed"], run.get("mode", "gad"), run["map"], absent,
+                          {**run.get("overrides", {}), **dict(a.overrides)})
+        rows["requery_of"] = f.name
         for name, o in A.GRID.items():
             rows["answers"][name] = {"present": A._answers(p, texts, o), "absent": A._answers(p, absent, o)}
         rows.update(stages.bench_rows(p, scene.labels, scene.queries, absent, oracle=oracle))

@@ -8,7 +8,9 @@
    with poses on TF; the mapping node uses the simulation's label-grounded teacher (the only
    semantic teacher that runs without downloaded weights);
 3. once the stream is mapped (with ``--settle``: and refined), calls the Query service for a
-   handful of the scene's queries and prints each answer against the ground-truth box;
+   handful of the scene's queries and prints each answer against the ground-truth box and the
+   hit@1 over them, then asks for two objects that are not in the room (:data:`ABSENT`) and prints
+   what came back: "not found" (no target reached ``query.min_confidence``) or the target;
 4. writes pictures: a top-down view of the map with targets and ground-truth boxes
    (``topdown.png``), plus ``demo.json`` with every number.
 
@@ -53,6 +55,11 @@ DEMO_PARAMS = {
 }
 
 
+# Objects no generated room holds (checked against the scene's labels): the demo asks for them to
+# show whether the node says "not found" rather than pointing somewhere.
+ABSENT = ("refrigerator", "bicycle")
+
+
 @dataclass
 class QueryOutcome:
     text: str
@@ -63,6 +70,7 @@ class QueryOutcome:
     message: str
     centroid: Optional[List[float]] = None
     score: float = float("nan")
+    confidence: float = float("nan")
     hit: bool = False
     distance_to_box: float = float("nan")  # m, 0 inside
     latency_ms: float = float("nan")
@@ -238,27 +246,41 @@ def run(out: Path, frames: int = 0, rate: float = 4.0, device: str = "auto", n_q
                                timeout=60, executor=ex)
             o = QueryOutcome(q["text"], q["level"], q["box_min"], q["box_max"], res.success, res.message,
                              latency_ms=1e3 * (time.perf_counter() - t0))
-            o.targets = [{"position": [t.position.x, t.position.y, t.position.z], "score": t.score,
-                          "gaussians": t.gaussian_count} for t in res.targets]
+            _note_targets(o, res)
             if res.targets:
-                best = res.targets[0]
-                c = np.array([best.position.x, best.position.y, best.position.z])
-                lo, hi = np.asarray(q["box_min"]), np.asarray(q["box_max"])
-                o.centroid, o.score = c.tolist(), float(best.score)
-                o.distance_to_box = box_distance(c, lo, hi)
+                boxes = q.get("boxes") or [[q["box_min"], q["box_max"]]]     # any correct instance
+                o.distance_to_box = min(box_distance(np.asarray(o.centroid), np.asarray(lo), np.asarray(hi))
+                                        for lo, hi in boxes)
                 o.hit = o.distance_to_box == 0.0
             outcomes.append(o)
+        labels = {str(q["text"]).lower() for q in all_queries}
+        absent: List[QueryOutcome] = []
+        for text in (t for t in ABSENT if t not in labels):
+            t0 = time.perf_counter()
+            res = call_service(node, client, Query.Request(text=text, max_targets=3, min_score=0.0),
+                               timeout=60, executor=ex)
+            o = QueryOutcome(text, "absent", [], [], res.success, res.message,
+                             latency_ms=1e3 * (time.perf_counter() - t0))
+            _note_targets(o, res)
+            absent.append(o)
         t_wait = time.monotonic()
         while time.monotonic() - t_wait < 5 and not (clouds and markers):
             ex.spin_once(timeout_sec=0.2)
         # 3. report and pictures.
         log("")
-        log(f"{'query':28s} {'level':8s} {'hit':4s} {'dist m':>7s} {'score':>6s} {'ms':>6s}  answer")
+        log(f"{'query':28s} {'level':8s} {'hit':4s} {'dist m':>7s} {'score':>6s} {'conf':>5s} {'ms':>6s}  answer")
         for o in outcomes:
             log(f"{o.text[:28]:28s} {o.level:8s} {'yes' if o.hit else 'no':4s} {o.distance_to_box:7.2f} "
-                f"{o.score:6.3f} {o.latency_ms:6.0f}  {o.message}")
+                f"{o.score:6.3f} {o.confidence:5.2f} {o.latency_ms:6.0f}  {o.message}")
         hits = sum(o.hit for o in outcomes)
-        log(f"[demo] {hits}/{len(outcomes)} targets inside their ground-truth box")
+        hit1 = 100.0 * hits / max(len(outcomes), 1)
+        log(f"[demo] hit@1 {hits}/{len(outcomes)} = {hit1:.0f} %: first targets inside a ground-truth box")
+        for o in absent:
+            if o.centroid is None:
+                log(f"[demo] absent '{o.text}': {o.message}")
+            else:
+                log(f"[demo] absent '{o.text}': a target at ({', '.join(f'{v:.2f}' for v in o.centroid)}) m with "
+                    f"confidence {o.confidence:.2f} (a false positive: the room has no {o.text})")
         xyz = rgb = None
         if clouds:
             pc = pointcloud2_from_msg(clouds[-1])
@@ -266,7 +288,9 @@ def run(out: Path, frames: int = 0, rate: float = 4.0, device: str = "auto", n_q
             packed = pc["rgb"].view(np.uint32)
             rgb = np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], 1) / 255.0
         draw_topdown(out / "topdown.png", xyz, rgb, outcomes)
-        summary.update(hits=hits, queries=[vars(o) for o in outcomes], markers_received=len(markers),
+        summary.update(hits=hits, hit1=hit1, queries=[vars(o) for o in outcomes],
+                       absent=[vars(o) for o in absent], absent_answered=sum(o.centroid is not None for o in absent),
+                       markers_received=len(markers),
                        diagnostics=diagnostics,
                        marker_texts=[m.text for m in markers[-1].markers if m.text] if markers else [])
         (out / "demo.json").write_text(json.dumps(summary, indent=1, default=float))
@@ -283,6 +307,16 @@ def run(out: Path, frames: int = 0, rate: float = 4.0, device: str = "auto", n_q
                 p.wait(15)
             except Exception:  # a stuck child must not hide the demo's own error
                 p.kill()
+
+
+def _note_targets(o: QueryOutcome, res) -> None:
+    """Copy a Query response's targets into ``o`` (its first target as the answer)."""
+    o.targets = [{"position": [t.position.x, t.position.y, t.position.z], "score": t.score,
+                  "confidence": t.confidence, "gaussians": t.gaussian_count} for t in res.targets]
+    if res.targets:
+        best = res.targets[0]
+        o.centroid = [best.position.x, best.position.y, best.position.z]
+        o.score, o.confidence = float(best.score), float(best.confidence)
 
 
 def main(argv=None) -> int:

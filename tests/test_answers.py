@@ -200,3 +200,255 @@ def test_relevancy_image_shows_unsupervised_regions_as_unknown():
     # the gate off: nothing is unknown
     eng.cfg.min_coverage = 0.0
     assert eng.known_image(renderer, g, T, intr) is None
+
+
+# ------------------------------------------------------------------------------------------------
+# Calibrated confidence (gags_ros/core/calibration.py) and the answers benchmark's pure functions
+# ------------------------------------------------------------------------------------------------
+from gags_ros.core import calibration as cal  # noqa: E402
+
+
+def test_logistic_fit_recovers_a_known_relation():
+    rng = np.random.default_rng(0)
+    n = 40000
+    x = np.column_stack([np.ones(n), rng.uniform(0.3, 0.9, n), rng.normal(0.1, 0.1, n), rng.normal(0, 0.05, n),
+                         np.log1p(rng.integers(1, 200, n)), np.log10(rng.uniform(1e-3, 0.5, n))])
+    true = np.array([-4.0, 3.0, 10.0, -8.0, 0.5, -0.7])
+    y = rng.random(n) < cal.confidence(x, true)
+    c = cal.fit_logistic(x, y, l2=1e-6)
+    se = np.sqrt(np.diag(np.linalg.inv((x * (cal.confidence(x, c) * (1 - cal.confidence(x, c)))[:, None]).T @ x)))
+    assert np.all(np.abs(c - true) < 4 * se), (c, true, se)      # within 4 standard errors
+    assert np.abs(cal.confidence(x, c) - cal.confidence(x, true)).max() < 0.05
+
+
+def test_logistic_fit_stays_finite_on_separable_labels():
+    x = np.column_stack([np.ones(6), [0.1, 0.2, 0.3, 0.7, 0.8, 0.9], np.zeros((6, 4))])
+    c = cal.fit_logistic(x, [0, 0, 0, 1, 1, 1])
+    p = cal.confidence(x, c)
+    assert np.all(np.isfinite(c)) and np.all(p[:3] < 0.5) and np.all(p[3:] > 0.5)
+
+
+def test_reliability_bins_by_hand():
+    r = cal.reliability([0.05, 0.15, 0.15, 0.95, 1.0], [0, 1, 0, 1, 1], bins=10)
+    assert r["count"].tolist() == [1, 2, 0, 0, 0, 0, 0, 0, 0, 2]      # 1.0 falls in the last bin
+    assert r["hit_rate"][0] == 0 and r["hit_rate"][1] == 0.5 and r["hit_rate"][9] == 1.0
+    assert r["mean_confidence"][1] == pytest.approx(0.15) and r["mean_confidence"][9] == pytest.approx(0.975)
+    assert np.isnan(r["hit_rate"][5])
+    # ECE by hand: (1 * 0.05 + 2 * 0.35 + 2 * 0.025) / 5
+    assert cal.expected_calibration_error([0.05, 0.15, 0.15, 0.95, 1.0], [0, 1, 0, 1, 1]) == pytest.approx(0.16)
+
+
+def test_ece_small_when_calibrated_large_when_not():
+    rng = np.random.default_rng(1)
+    conf = rng.random(50000)
+    calibrated = rng.random(conf.size) < conf
+    assert cal.expected_calibration_error(conf, calibrated) < 0.01
+    over = rng.random(conf.size) < conf ** 4                  # confident, rarely right
+    assert cal.expected_calibration_error(conf, over) > 0.25
+    assert cal.expected_calibration_error(np.full(100, 0.9), np.arange(100) < 30) == pytest.approx(0.6)
+
+
+def test_threshold_keeps_absent_false_positives_at_most_the_limit():
+    best = np.array([0.9, 0.8, 0.8, 0.3, 0.2, 0.1, 0.05, 0.0, 0.0, 0.0])
+    cut, fp = cal.threshold_for_fp(best, 0.10)                # one of ten may keep a target
+    assert 0.8 < cut <= 0.9 and fp == pytest.approx(0.1)
+    cut, fp = cal.threshold_for_fp(best, 0.0)
+    assert cut > 0.9 and fp == 0.0
+    cut, fp = cal.threshold_for_fp(best, 0.25)                # two may, but the tie at 0.8 goes as a pair
+    assert 0.8 < cut <= 0.9 and fp == pytest.approx(0.1)
+
+
+def test_target_features_by_hand():
+    x = cal.target_features([0.6, 0.5], [9, 0], median=0.4, q90=0.45, selected_share=0.01)
+    assert x.shape == (2, 6)
+    np.testing.assert_allclose(x[0], [1.0, 0.6, 0.2, 0.15, np.log(10.0), -2.0])
+    np.testing.assert_allclose(x[1], [1.0, 0.5, 0.1, 0.05, 0.0, -2.0])
+    with pytest.raises(ValueError, match="6"):
+        cal.confidence(x, [1.0, 2.0])
+
+
+def _cand(loc, score, conf, feats=None):
+    return {"loc": list(loc), "score": score, "confidence": conf, "count": 10,
+            "features": feats if feats is not None else [1.0, score, 0, 0, 0, 0]}
+
+
+def _run(present, absent, queries):
+    return {"scene": "s", "seed": 0, "queries": queries, "answers": {"default": {"present": present, "absent": absent}}}
+
+
+BOX = {"text": "chair", "level": "whole", "box_min": [0, 0, 0], "box_max": [1, 1, 1]}
+TWO = {"text": "chair", "level": "whole", "box_min": [0, 0, 0], "box_max": [5, 1, 1],
+       "boxes": [[[0, 0, 0], [1, 1, 1]], [[4, 0, 0], [5, 1, 1]]]}
+
+
+def test_absent_false_positive_rate_and_hits_on_hand_made_runs():
+    from bench import answers as A
+
+    queries = [BOX, dict(BOX, level="part"), TWO]
+    present = [[_cand([0.5, 0.5, 0.5], 0.6, 0.9)],                                  # hit
+               [_cand([3, 3, 3], 0.6, 0.7), _cand([0.5, 0.5, 0.5], 0.5, 0.4)],     # hit@3 only; cut 0.5: miss
+               [_cand([2.5, 0.5, 0.5], 0.6, 0.8), _cand([4.5, 0.5, 0.5], 0.6, 0.85)]]  # 2nd instance first
+    absent = [[_cand([1, 1, 1], 0.6, 0.6)], [], [_cand([1, 1, 1], 0.6, 0.2)], [_cand([1, 1, 1], 0.6, 0.05)]]
+    runs = [_run(present, absent, queries)]
+    s = A.summarise(runs, "default")
+    assert s["absent_fp"] == pytest.approx(75.0) and s["absent_queries"] == 4
+    assert s["hit1"] == pytest.approx(200 / 3) and s["hit3"] == pytest.approx(100.0)
+    assert s["hit1_whole"] == pytest.approx(100.0) and s["hit1_part"] == 0.0
+    s = A.summarise(runs, "default", min_confidence=0.5)
+    assert s["absent_fp"] == pytest.approx(25.0) and s["hit3_part"] == 0.0
+    # the box between the two instances is no hit although it lies in their union box
+    assert not A.inside([2.5, 0.5, 0.5], TWO) and A.inside([2.5, 0.5, 0.5], BOX | {"box_max": [5, 1, 1]})
+    np.testing.assert_allclose(A.absent_best(runs, "default"), [0.6, 0.0, 0.2, 0.05])
+
+
+def test_calibrate_separates_hits_from_absent_answers():
+    """Hits have high margins, misses and absent answers low ones: the fitted confidence ranks
+    them so, and the chosen cut keeps absent false positives within 10 %."""
+    from bench import answers as A
+
+    rng = np.random.default_rng(3)
+    runs = []
+    for _ in range(4):
+        queries, present, absent = [], [], []
+        for i in range(30):
+            hit = rng.random() < 0.5
+            m = rng.normal(0.25 if hit else 0.05, 0.05)
+            queries.append(BOX)
+            present.append([_cand([0.5, 0.5, 0.5] if hit else [3, 3, 3], 0.5 + m, 0.5,
+                                  [1.0, 0.5 + m, m, m / 2, 2.0, -1.0])])
+        for i in range(12):
+            m = rng.normal(0.03, 0.05)
+            absent.append([_cand([3, 3, 3], 0.5 + m, 0.5, [1.0, 0.5 + m, m, m / 2, 2.0, -1.0])])
+        runs.append(_run(present, absent, queries))
+    res = A.fit(runs, "default", max_fp=0.10)
+    assert res["coefficients"][2] > 0                         # a larger margin means more confident
+    assert res["train"]["absent_fp"] <= 10.0 and res["train"]["hit1"] > 20.0
+    assert res["examples"] == 4 * 42 and res["absent_examples"] == 48
+    snippet = A.config_snippet(res)
+    assert snippet.startswith("calibration: [") and f"min_confidence: {res['min_confidence']:g}" in snippet
+    _, conf, y, _ = A.first_targets(runs, "default", res["coefficients"])
+    assert cal.expected_calibration_error(conf, y) < 0.15      # calibrated on its own training set
+
+
+def test_heldout_report_records_the_issue_names(tmp_path, monkeypatch):
+    from bench import answers as A
+
+    monkeypatch.setenv("GAGS_BENCH_RESULTS", str(tmp_path / "results"))
+    queries = [BOX, dict(BOX, level="part"), dict(BOX, level="subpart")]
+    present = [[_cand([0.5, 0.5, 0.5], 0.6, 0.9, [1, 0.6, 0.3, 0.2, 2, -1])]] * 3
+    absent = [[_cand([1, 1, 1], 0.5, 0.2, [1, 0.5, 0.0, 0.0, 2, -1])]] * 2
+    out = tmp_path / "runs"
+    out.mkdir()
+    (out / "s__seed0.json").write_text(__import__("json").dumps(dict(_run(present, absent, queries), overrides={})))
+    assert A.main(["report", str(out), "--tag", "heldout"]) == 0
+    names = [r["metric"] for r in __import__("json").loads((tmp_path / "results" / "sim.json").read_text())]
+    for n in ("sim_heldout_gad_online_hit1_whole", "sim_heldout_gad_online_hit1_part",
+              "sim_heldout_gad_online_hit1_subpart", "sim_heldout_absent_fp", "sim_heldout_gad_online_ece"):
+        assert n in names
+    assert (out / "reliability.png").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# The engine: confidence, its order and "not found"
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("targets", ["cluster", "peak"])
+def test_not_found_when_no_candidate_is_confident(targets):
+    g, field, enc, _ = planted_map(seed=2)
+    cfg = C.GagsConfig().query
+    cfg.targets = targets
+    cfg.min_confidence = 0.0
+    eng = QueryEngine(cfg, enc)
+    (res,) = eng.query(g, field, ["red mug"])
+    assert res.targets
+    best = max(t.confidence for t in res.targets)
+    cfg.min_confidence = min(1.0, best + 1e-6)
+    (res,) = eng.query(g, field, ["red mug"])
+    assert res.targets == [] and res.reason.startswith("not found:")
+    assert f"best confidence {best:.3f}" in res.reason and "query.min_confidence" in res.reason
+    cfg.min_confidence = best                                 # the best one reaches the cut exactly
+    (res,) = eng.query(g, field, ["red mug"])
+    assert len(res.targets) >= 1 and res.targets[0].confidence == pytest.approx(best)
+
+
+@pytest.mark.parametrize("targets", ["cluster", "peak"])
+def test_targets_ordered_by_confidence_not_score(targets):
+    """With a calibration that prefers small targets, the single "red mug" speckles come before the
+    mugs that win on score: the order is the confidence's, and each confidence is
+    sigmoid(c . features)."""
+    g, field, enc, parts = planted_map(seed=2, two_mugs=True)
+    cfg = C.GagsConfig().query
+    cfg.targets, cfg.min_confidence, cfg.neighbour_radius, cfg.min_peak_support = targets, 0.0, 0.0, 1
+    eng = QueryEngine(cfg, enc)
+    (up,) = eng.query(g, field, ["red mug"], max_targets=8)
+    cfg.calibration = [0.0, 0.0, 0.0, 0.0, -5.0, 0.0]         # confidence falls with ln(1 + support)
+    (down,) = eng.query(g, field, ["red mug"], max_targets=8)
+    assert len(down.targets) >= 3
+    conf = [t.confidence for t in down.targets]
+    assert conf == sorted(conf, reverse=True)
+    support = [t.features[4] for t in down.targets]
+    assert support == sorted(support)                         # smallest first
+    assert np.isin(down.targets[0].indices, parts["speckle"]).all()
+    assert not np.isin(up.targets[0].indices, parts["speckle"]).any()   # the default order: a mug first
+    for t in down.targets:
+        assert t.features.shape == (6,)
+        assert t.confidence == pytest.approx(float(cal.confidence(t.features, cfg.calibration)[0]))
+
+
+def test_calibration_needs_six_coefficients():
+    cfg = C.GagsConfig()
+    cfg.query.calibration = [1.0, 2.0]
+    with pytest.raises(C.ConfigError, match="query.calibration"):
+        C.validate(cfg)
+
+
+# ------------------------------------------------------------------------------------------------
+# The node: confidence in the QueryTarget message, "not found" in the message
+# ------------------------------------------------------------------------------------------------
+class _FakeNode:
+    """The parts of MappingNode that _on_query uses; the worker answers with ``answer``."""
+
+    def __init__(self, answer):
+        from std_msgs.msg import Header
+
+        self.cfg = C.GagsConfig()
+        self.answer, self.answered, self.Header = answer, [], Header
+
+    def header(self):
+        return self.Header(frame_id="map")
+
+    async def _serve(self, response, what, fn):
+        return True, [self.answer]
+
+    def on_query_answered(self, text, targets):
+        self.answered.append((text, targets))
+
+
+def _call_on_query(answer, text):
+    import asyncio
+
+    from gags_ros.ros.mapping_node import MappingNode
+    from gags_ros.srv import Query
+
+    node = _FakeNode(answer)
+    return asyncio.run(MappingNode._on_query(node, Query.Request(text=text), Query.Response()))
+
+
+@pytest.mark.ros
+def test_confidence_reaches_the_query_response():
+    from gags_ros.core.pipeline import Answer, Target
+
+    t = Target("chair", 0.55, np.array([1.0, 2.0, 0.5]), np.zeros(3), np.ones(3), 40, None, 0.83)
+    res = _call_on_query(Answer("chair", [t]), "chair")
+    assert res.success and len(res.targets) == 1
+    assert res.targets[0].confidence == pytest.approx(0.83) and res.targets[0].score == pytest.approx(0.55)
+    assert res.message.startswith("1 target(s) for 'chair'")
+
+
+@pytest.mark.ros
+def test_not_found_reaches_the_query_response():
+    from gags_ros.core.pipeline import Answer
+
+    why = "not found: best confidence 0.12 of 4 candidate target(s) is below 0.40 (query.min_confidence)"
+    res = _call_on_query(Answer("bicycle", [], why), "bicycle")
+    assert res.success and len(res.targets) == 0
+    assert res.message.startswith("not found: best confidence 0.12") and "'bicycle'" in res.message

@@ -34,13 +34,20 @@ def test_replay_map_query_markers(tmp_path, ros_env, monkeypatch):
     lines = []
     # settle: query the refined map. Queried while refining, this small CPU map's answer depends on
     # how many refinement steps happened to run before the call (timing), and on CI it once missed.
+    # min_confidence 0: this test is about the plumbing and the target's location; whether a
+    # confidence reaches the default cut on a 12-frame CPU map is the calibration's business
+    # (bench/answers.py measures it).
     s = demo.run(tmp_path, frames=N_FRAMES, rate=5.0, device="cpu", timeout=900, log=lines.append,
-                 settle=True, pick=most_visible_object)
+                 settle=True, pick=most_visible_object, extra_params={"query.min_confidence": 0.0})
     log = "\n".join(lines)
     assert s["frames_received"] == N_FRAMES and s["frames_dropped"] == 0 and s["frames_rejected"] == 0, log
     assert s["keyframes"] >= 2 and s["gaussians"] > 1000, log
     (q,) = s["queries"]
     assert q["success"] and q["targets"], log
+    # the calibrated confidence crosses the process boundary in the QueryTarget message, best first
+    conf = [t["confidence"] for t in q["targets"]]
+    assert all(0.0 <= c <= 1.0 for c in conf) and conf == sorted(conf, reverse=True), log
+    assert [a["text"] for a in s["absent"]] == list(demo.ABSENT) and all(a["success"] for a in s["absent"]), log
     # Near the ground truth: the best target's centroid within 0.25 m of the object's box.
     assert q["distance_to_box"] < 0.25, log
     assert s["markers_received"] >= 1 and any(q["text"] in t for t in s["marker_texts"]), log

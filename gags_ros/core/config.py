@@ -229,6 +229,21 @@ class QueryConfig:
                              "highest value that still answers >= 85 % of the queries of objects present "
                              "in the simulation with CLIP-like teacher cosines (docs/results/"
                              "sim_regimes_small_cpu.md)", lo=0.0, hi=1.0)
+    calibration: list = param([-5.164, 2.662, 8.255, 14.12, 0.5257, -0.2852],
+                              "Coefficients of the target confidence, sigmoid(c . x) over x = [1, score, "
+                              "score - median raw relevancy of the eligible Gaussians, score - their 0.9 "
+                              "quantile, ln(1 + Gaussians behind the score), log10(selected / eligible "
+                              "Gaussians)] (gags_ros/core/calibration.py). Produced only by `python -m "
+                              "bench.answers calibrate` on training scenes: this value from 3 small-preset CPU "
+                              "maps (--quick, scenes 0-2 of seed 0, 168 first targets; docs/evaluation.md), "
+                              "provisional until the GPU maps of seeds 0-9 are fitted",
+                              lo=-1e4, hi=1e4)
+    min_confidence: float = param(0.163, "Targets with a lower confidence (calibrated probability of being "
+                                  "right) are not answers; when none reaches it the answer is 'not found' "
+                                  "(success, zero targets); 0 = off. Chosen by `python -m bench.answers "
+                                  "calibrate` with the coefficients: the least cut at which absent-object "
+                                  "queries get a target at most 10 % of the time on the training maps (8.3 %)",
+                                  lo=0.0, hi=1.0)
     chunk_size: int = param(1_000_000, "Gaussians decoded per chunk", unit="Gaussians", lo=1_000,
                             hi=100_000_000)
     max_text_length: int = param(256, "Longest accepted query text", unit="characters", lo=1, hi=100_000)
@@ -442,6 +457,9 @@ def _cross_checks(cfg: GagsConfig) -> None:
     if q.drop_neighbours > q.keep_neighbours:
         raise ConfigError(f"query.drop_neighbours={q.drop_neighbours}: must not exceed "
                           f"query.keep_neighbours={q.keep_neighbours}")
+    if len(q.calibration) != 6:
+        raise ConfigError(f"query.calibration={q.calibration!r}: expected 6 coefficients (intercept, score, "
+                          f"margin, margin90, log_support, log_selected; gags_ros/core/calibration.py)")
     if len(cfg.mapping.background) != 3:
         raise ConfigError(f"mapping.background={cfg.mapping.background!r}: expected 3 values (RGB)")
     r = cfg.ros

@@ -40,6 +40,7 @@ class Target:
     box_max: np.ndarray  # [3]
     count: int
     indices: Optional[np.ndarray] = None  # [count] Gaussian indices
+    confidence: float = 0.0               # calibrated probability that it is right (query.calibration)
 
 
 @dataclass
@@ -259,7 +260,8 @@ class GagsPipeline:
             self._last_query = (texts[-1], self.query_engine.encode([texts[-1]], self.mapper.gaussians.means.device))
         self.last_results = results
         return [Answer(r.text, [Target(t.label, float(t.score), np.asarray(t.centroid), np.asarray(t.box_min),
-                                       np.asarray(t.box_max), int(t.count), t.indices) for t in r.targets],
+                                       np.asarray(t.box_max), int(t.count), t.indices, float(t.confidence))
+                        for t in r.targets],
                        r.reason, dict(r.timings)) for r in results]
 
     def relevancy_image(self, T_world_cam: np.ndarray, intrinsics, texts: Sequence[str],

@@ -32,8 +32,12 @@ phrases c (``QueryConfig.canonical_phrases``) at temperature T:
    ``cluster_radius`` (exact single linkage); per target its relevancy peak (its most relevant
    Gaussian), the **score** = the mean raw relevancy of its Gaussians within ``peak_radius`` of the
    peak, the **centroid** (its location) = the mean of those Gaussians' centres, the axis-aligned
-   box of all its Gaussian centres (metres, world frame) and its Gaussian indices; best score
-   first, at least ``min_score``, at most ``max_targets``.
+   box of all its Gaussian centres (metres, world frame) and its Gaussian indices;
+5. every candidate target (either way) gets a **confidence**, the calibrated probability that it
+   is right, from its score compared with the map's own relevancy for the text
+   (:mod:`.calibration`, ``calibration``); the answers are the candidates with score at least
+   ``min_score`` and confidence at least ``min_confidence``, most confident first, at most
+   ``max_targets``. None: "not found: ..." with the best confidence (a success, zero targets).
 
    Why the peak and not the mean of the component: single linkage joins a small relevant object
    with the moderately relevant surface it stands on (a mug handle and its mug and table), and the
@@ -66,6 +70,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from . import calibration
 from .language import coverage
 from .language.field import autocast_dtype, render_channels
 
@@ -93,6 +98,8 @@ class QueryTarget:
     box_max: np.ndarray        # [3]
     indices: np.ndarray        # [count] int64 Gaussian indices into the map
     count: int
+    confidence: float = 0.0    # calibrated probability that it is right (calibration.py; query.calibration)
+    features: Optional[np.ndarray] = None   # [6] the confidence's features (calibration.FEATURES)
 
 
 @dataclass
@@ -535,18 +542,24 @@ class QueryEngine:
             rel = self.gaussian_relevancy(gaussians, field, text_emb, index)   # [n, T]
             lo, hi = rel.amin(dim=0), rel.amax(dim=0)
             norm = (rel - lo) / (hi - lo).clamp_min(1e-12)
+            n_el = rel.shape[0]                                 # median and 0.9 quantile: [2, T], confidence
+            quant = torch.stack([rel.kthvalue((n_el + 1) // 2, dim=0).values,
+                                 rel.kthvalue(max(1, math.ceil(0.9 * n_el)), dim=0).values]).cpu().numpy()
             t_rel = clock.lap()
             for k, r in enumerate(results):
-                self._targets_for(r, means, eligible, rel[:, k], norm[:, k], max_targets, min_score, clock)
+                self._targets_for(r, means, eligible, rel[:, k], norm[:, k], max_targets, min_score, clock,
+                                  (float(quant[0, k]), float(quant[1, k])))
                 t_targets = sum(r.timings.values())
                 r.timings.update(relevancy_s=t_rel, targets_s=t_targets, total_s=t_rel + t_targets)
         return results
 
     def _targets_for(self, res: QueryResult, means: torch.Tensor, eligible: torch.Tensor,
                      raw: torch.Tensor, norm: torch.Tensor, max_targets: int, min_score: float,
-                     clock: "_Clock") -> None:
+                     clock: "_Clock", quantiles: Tuple[float, float] = (0.0, 0.0)) -> None:
         """Fills ``res`` from the raw ``[n]`` and min-max normalised ``[n]`` relevancy of the
-        ``eligible`` Gaussians; ``res.timings`` gets each stage's seconds (laps of ``clock``)."""
+        ``eligible`` Gaussians (``quantiles``: the median and 0.9 quantile of ``raw``, for the
+        confidence);
+        ``res.timings`` gets each stage's seconds (laps of ``clock``)."""
         cfg = self.cfg
         sel = (norm > cfg.threshold).nonzero(as_tuple=True)[0]
         res.selected = int(sel.numel())
@@ -557,8 +570,10 @@ class QueryEngine:
         gidx = eligible.index_select(0, sel)                  # Gaussian indices of the selected
         pts = means.index_select(0, gidx)
         res.timings["select_s"] = clock.lap()
+        share = res.selected / max(int(raw.shape[0]), 1)
         if cfg.targets == "peak":
-            self._peak_targets(res, pts, raw.index_select(0, sel), gidx, max_targets, min_score, clock)
+            self._peak_targets(res, pts, raw.index_select(0, sel), gidx, max_targets, min_score, clock,
+                               quantiles, share)
             return
         kept = cleanup_mask(pts, cfg.neighbour_radius, cfg.keep_neighbours, cfg.drop_neighbours)
         kept = kept.nonzero(as_tuple=True)[0]
@@ -583,22 +598,44 @@ class QueryEngine:
                           torch.stack([cell_of, gidx], dim=1).double()], dim=1).cpu().numpy()
         labels, gidx = cell_label[host[:, 4].astype(np.int64)], host[:, 5].astype(np.int64)
         counts = np.bincount(labels, minlength=n)
-        score, location = _peak_statistics(host[:, :3], host[:, 3], labels, n, cfg.peak_radius)
-        order = np.argsort(-score, kind="stable")
-        order = order[score[order] >= min_score][:max_targets]
-        if order.size == 0:
-            res.reason = (f"not found: {n} candidate target(s), none with score >= {min_score:.3f} (best "
-                          f"{float(score.max()):.3f}; query.min_score)")
+        score, location, support = _peak_statistics(host[:, :3], host[:, 3], labels, n, cfg.peak_radius)
+        feats = calibration.target_features(score, support, *quantiles, share)
+        conf = calibration.confidence(feats, cfg.calibration)
+        order = self._answer_order(res, score, conf, min_score, max_targets)
         for t in order.tolist():
             mine = labels == t
             p = host[mine, :3]
             res.targets.append(QueryTarget(res.text, float(score[t]), location[t], p.min(axis=0), p.max(axis=0),
-                                           np.sort(gidx[mine]).astype(np.int64), int(counts[t])))
+                                           np.sort(gidx[mine]).astype(np.int64), int(counts[t]),
+                                           float(conf[t]), feats[t]))
         res.timings["stats_s"] = clock.lap()
+
+    def _answer_order(self, res: QueryResult, score: np.ndarray, conf: np.ndarray, min_score: float,
+                      max_targets: int) -> np.ndarray:
+        """Indices of the candidates ``score`` / ``conf`` ``[n]`` that are answers: score at least
+        ``min_score`` and confidence at least ``query.min_confidence``, most confident first, at
+        most ``max_targets``. None: ``res.reason`` says "not found: ..." with the best values."""
+        min_conf = float(self.cfg.min_confidence)
+        ok = (score >= min_score) & (conf >= min_conf)
+        order = np.flatnonzero(ok)
+        order = order[np.argsort(-conf[order], kind="stable")][:max_targets]
+        if order.size == 0:
+            n = score.size
+            if n == 0:
+                res.reason = "not found: no candidate target"
+            elif not (score >= min_score).any():
+                res.reason = (f"not found: {n} candidate target(s), none with score >= {min_score:.3f} (best "
+                              f"{float(score.max()):.3f}; query.min_score)")
+            else:
+                best = float(conf[score >= min_score].max())
+                res.reason = (f"not found: best confidence {best:.3f} of {n} candidate target(s) is below "
+                              f"{min_conf:.3f} (query.min_confidence)")
+        return order
 
 
     def _peak_targets(self, res: QueryResult, pts: torch.Tensor, raw: torch.Tensor, gidx: torch.Tensor,
-                      max_targets: int, min_score: float, clock: "_Clock") -> None:
+                      max_targets: int, min_score: float, clock: "_Clock",
+                      quantiles: Tuple[float, float] = (0.0, 0.0), share: float = 1.0) -> None:
         """``targets=peak``: the selected Gaussians' centres ``pts`` ``[K, 3]`` (metres), raw
         relevancy ``raw`` ``[K]`` and map indices ``gidx`` ``[K]`` -> targets anchored at relevancy
         peaks, non-maximum suppressed.
@@ -609,7 +646,9 @@ class QueryEngine:
         suppressed and the next peak is taken from the rest. A peak with fewer than
         ``min_peak_support`` selected Gaussians within ``peak_radius`` is a speck: skipped alone. Unlike connected components this never
         chains an object to the floor it stands on, and a small relevant clump cannot outrank the
-        object by its mean (../shared/docs/ANSWERS_EVIDENCE.md: hit@1 +14 points)."""
+        object by its mean (../shared/docs/ANSWERS_EVIDENCE.md: hit@1 +14 points). ``quantiles``
+        (median, 0.9 quantile of the eligible raw relevancy) and ``share`` (selected / eligible)
+        are features of the confidence."""
         cfg = self.cfg
         res.kept = int(pts.shape[0])
         alive = torch.ones(pts.shape[0], dtype=torch.bool, device=pts.device)
@@ -618,7 +657,8 @@ class QueryEngine:
         # Peaks come by raw relevancy, answers by score: a pool of at least PEAK_POOL candidates,
         # sorted, then capped, so the first answer does not depend on max_targets.
         pool = max(max_targets, PEAK_POOL)
-        found, best = 0, 0.0
+        found = 0
+        cands = []                                            # (score, support, location, box_min, box_max, indices)
         for _ in range(pool * 4 + 64):                        # bounded: specks and low-score peaks are skipped
             if found == pool or not bool(alive.any()):
                 break
@@ -632,22 +672,20 @@ class QueryEngine:
                 continue
             region = (d2 <= r_nms2) & alive
             score = float(raw[near].mean())
-            best = max(best, score)
-            if score >= min_score:
-                box = pts[region].double().cpu().numpy()
-                res.targets.append(QueryTarget(res.text, score, pts[near].double().mean(dim=0).cpu().numpy(),
-                                               box.min(axis=0), box.max(axis=0),
-                                               torch.sort(gidx[region]).values.cpu().numpy().astype(np.int64),
-                                               int(region.sum())))
-                found += 1
+            box = pts[region].double().cpu().numpy()
+            cands.append((score, int(near.sum()), pts[near].double().mean(dim=0).cpu().numpy(),
+                          box.min(axis=0), box.max(axis=0),
+                          torch.sort(gidx[region]).values.cpu().numpy().astype(np.int64)))
+            found += score >= min_score
             alive &= ~region
             alive[p] = False
             masked[~alive] = -1.0
-        res.targets.sort(key=lambda t: -t.score)            # best first (stable: ties keep peak order)
-        del res.targets[max_targets:]
-        if not res.targets:
-            res.reason = (f"not found: no candidate with score >= {min_score:.3f} (best {best:.3f}; "
-                          f"query.min_score)")
+        score = np.array([c[0] for c in cands], dtype=np.float64)
+        feats = calibration.target_features(score, [c[1] for c in cands], *quantiles, share)
+        conf = calibration.confidence(feats, self.cfg.calibration)
+        for t in self._answer_order(res, score, conf, min_score, max_targets).tolist():
+            s, _, loc, bmin, bmax, idx = cands[t]
+            res.targets.append(QueryTarget(res.text, s, loc, bmin, bmax, idx, int(idx.size), float(conf[t]), feats[t]))
         res.timings["targets_s"] = clock.lap()
 
 
@@ -662,10 +700,11 @@ def check_query_text(text, max_length: int) -> str:
 
 
 def _peak_statistics(pts: np.ndarray, raw: np.ndarray, labels: np.ndarray, n: int,
-                     radius: float) -> Tuple[np.ndarray, np.ndarray]:
+                     radius: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per target (component label ``0..n-1``, each with at least one point): ``score`` ``[n]``, the
-    mean of ``raw`` ``[K]`` over its points within ``radius`` of its most relevant point, and
-    ``location`` ``[n, 3]``, the mean of those points ``pts`` ``[K, 3]`` (metres). O(K): one sort."""
+    mean of ``raw`` ``[K]`` over its points within ``radius`` of its most relevant point,
+    ``location`` ``[n, 3]``, the mean of those points ``pts`` ``[K, 3]`` (metres), and ``support``
+    ``[n]``, how many they are. O(K): one sort."""
     order = np.lexsort((-raw, labels))                    # by label, most relevant first
     first = np.ones(order.size, dtype=bool)
     first[1:] = labels[order[1:]] != labels[order[:-1]]
@@ -676,7 +715,7 @@ def _peak_statistics(pts: np.ndarray, raw: np.ndarray, labels: np.ndarray, n: in
     m = np.bincount(labels, weights=w, minlength=n)
     score = np.bincount(labels, weights=w * raw, minlength=n) / m
     location = np.stack([np.bincount(labels, weights=w * pts[:, k], minlength=n) for k in range(3)], axis=1) / m[:, None]
-    return score, location
+    return score, location, m
 
 
 class _Clock:

@@ -214,7 +214,7 @@ def pointcloud2_from_msg(msg: PointCloud2) -> np.ndarray:
 
 
 def _color(score: float) -> ColorRGBA:
-    """Green (strong) to orange (weak) by score."""
+    """Green (strong) to orange (weak) by a value in [0, 1] (a target's confidence)."""
     s = float(np.clip(score, 0.0, 1.0))
     return ColorRGBA(r=float(1.0 - 0.8 * s), g=float(0.4 + 0.6 * s), b=0.1, a=1.0)
 
@@ -223,8 +223,9 @@ def target_markers(targets: Sequence, header: Header, text: str, ns: str = "gags
                    clear: bool = True) -> MarkerArray:
     """Markers of query targets: a sphere at each centroid, its translucent box and a text label.
 
-    ``targets``: objects with ``label, score, centroid [3], box_min [3], box_max [3], count``.
-    With ``clear``, a DELETEALL first removes the markers of the previous query.
+    ``targets``: objects with ``label, score, centroid [3], box_min [3], box_max [3], count`` and
+    optionally ``confidence`` (colour and label show it when present, else the score). With
+    ``clear``, a DELETEALL first removes the markers of the previous query.
     """
     out = MarkerArray()
     if clear:
@@ -234,7 +235,8 @@ def target_markers(targets: Sequence, header: Header, text: str, ns: str = "gags
         lo, hi = np.asarray(t.box_min, dtype=float), np.asarray(t.box_max, dtype=float)
         size = np.maximum(hi - lo, 1e-3)
         extent = float(np.clip(size.max() * 0.15, 0.02, 0.2))
-        col = _color(t.score)
+        conf = getattr(t, "confidence", None)
+        col = _color(t.score if conf is None else conf)
         sphere = Marker(header=header, ns=ns, id=3 * i, type=Marker.SPHERE, action=Marker.ADD)
         sphere.pose.position = Point(x=float(c[0]), y=float(c[1]), z=float(c[2]))
         sphere.pose.orientation.w = 1.0
@@ -251,7 +253,8 @@ def target_markers(targets: Sequence, header: Header, text: str, ns: str = "gags
         label.pose.orientation.w = 1.0
         label.scale.z = max(extent, 0.05)
         label.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
-        label.text = f"{t.label} #{i + 1} ({t.score:.2f})"
+        label.text = (f"{t.label} #{i + 1} ({t.score:.2f})" if conf is None else
+                      f"{t.label} #{i + 1} (p={conf:.2f}, score {t.score:.2f})")
         out.markers.extend([sphere, box, label])
     return out
 

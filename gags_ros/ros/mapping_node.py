@@ -318,12 +318,16 @@ class MappingNode(Node):
         (answer,) = answers
         targets = answer.targets
         response.success = True
-        response.message = f"{len(targets)} target(s) for '{text}' in {ms:.1f} ms" + \
-            (f": {answer.reason}" if answer.reason else "")
+        if not targets and answer.reason.startswith("not found"):   # absent: say so first
+            response.message = f"{answer.reason} ('{text}', {ms:.1f} ms)"
+        else:
+            response.message = f"{len(targets)} target(s) for '{text}' in {ms:.1f} ms" + \
+                (f": {answer.reason}" if answer.reason else "")
         for t in targets:
             size = t.box_max - t.box_min
             centre = 0.5 * (t.box_max + t.box_min)
-            msg = QueryTarget(label=t.label, score=float(t.score), gaussian_count=int(t.count))
+            msg = QueryTarget(label=t.label, score=float(t.score), confidence=float(t.confidence),
+                              gaussian_count=int(t.count))
             msg.position = point(*t.centroid)
             msg.box_center = point(*centre)
             msg.box_size.x, msg.box_size.y, msg.box_size.z = (float(v) for v in size)
