@@ -56,7 +56,7 @@ class Rig:
         self.pub_depth = node.create_publisher(Image, "camera/depth", 10)
         self.pub_info = node.create_publisher(CameraInfo, "camera/camera_info", 10)
         self.pub_tf = node.create_publisher(TFMessage, "/tf", 100)
-        self.query = node.create_client(Query, "gags/query", qos_profile=service_qos(64))
+        self.query = node.create_client(Query, "gags/query", qos_profile=service_qos())
         self.save = node.create_client(SaveMap, "gags/save_map")
         self.load = node.create_client(LoadMap, "gags/load_map")
         self.reset = node.create_client(Trigger, "gags/reset_map")

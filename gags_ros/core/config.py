@@ -306,7 +306,8 @@ class RosConfig:
                                lo=1, hi=100_000)
     service_qos_depth: int = param(256, "Keep-last depth of every service's request and response queues "
                                    "(reliable): at least request_queue, and at least the requests all "
-                                   "clients together may have outstanding, or DDS drops the oldest",
+                                   "clients together may have outstanding, or DDS drops the oldest "
+                                   "(clients need as much: every answer reaches every client)",
                                    unit="requests", lo=1, hi=1_000_000, read_only=True)
     message_expiry: float = param(30.0, "An error or rejection stays in status.message and the diagnostics' "
                                   "last reasons this long after it last happened", unit="s", lo=0.1, hi=1e6)

@@ -24,9 +24,15 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 
-def service_qos(outstanding: int = 64) -> QoSProfile:
-    """Client QoS for up to ``outstanding`` requests in flight at once (the default depth of 10 drops
-    requests or responses of larger bursts)."""
+def service_qos(outstanding: int = 256) -> QoSProfile:
+    """Client QoS whose keep-last histories hold ``outstanding`` requests and answers.
+
+    Fast DDS delivers every answer of a service to every client's response reader; a client picks
+    its own when it takes them. So the depth must cover the answers to *all* clients of the service
+    that can arrive before this client takes its own (it may be busy, or starved of CPU), not only
+    its own requests: with 64, a client that took its 5 answers after 150 answers to another client
+    had arrived lost all 5 (tests/test_ros_robustness.py). The default is the node's
+    ``ros.service_qos_depth`` (rclpy's default of 10 drops answers of any burst)."""
     return QoSProfile(depth=max(10, outstanding), reliability=ReliabilityPolicy.RELIABLE)
 
 

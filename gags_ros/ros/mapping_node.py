@@ -7,6 +7,7 @@ optimisation steps (:mod:`gags_ros.core.worker`). No torch work runs in a callba
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import os
@@ -84,6 +85,10 @@ class MappingNode(Node):
         self._status_lock = threading.Lock()
         self._last_busy = (time.monotonic(), 0.0)
         self._dropped_seen = (0, -math.inf)  # (frames dropped so far, monotonic time the count last grew)
+        # "<service> <outcome>" -> requests answered so (result; invalid: bad text; refused: e.g. no map
+        # yet; busy; failed): beside a client's own count it tells a request lost on the way in from
+        # an answer lost on the way out.
+        self.requests_answered: collections.Counter = collections.Counter()
 
         services = ReentrantCallbackGroup()
         # Reliable keep-last of ros.service_qos_depth: a burst of requests from every client is
@@ -289,13 +294,18 @@ class MappingNode(Node):
         ``(False, None)`` with ``response.success`` / ``message`` set: an ``expected`` error gives its
         own message, any other "<what> failed: <type>: <error>" (logged). The node keeps running."""
         try:
-            return True, await self._worker_call(fn)
+            result = await self._worker_call(fn)
+            self.requests_answered[f"{what} result"] += 1
+            return True, result
         except WorkerBusy as e:
             response.success, response.message = False, str(e)
+            self.requests_answered[f"{what} busy"] += 1
         except expected as e:
             response.success, response.message = False, str(e)
+            self.requests_answered[f"{what} refused"] += 1
         except Exception as e:
             response.success, response.message = False, f"{what} failed: {type(e).__name__}: {e}"
+            self.requests_answered[f"{what} failed"] += 1
             self.note(response.message, "error")
         return False, None
 
@@ -306,6 +316,7 @@ class MappingNode(Node):
         why = check_query_text(text, self.cfg.query.max_text_length)
         if why:
             response.success, response.message = False, why
+            self.requests_answered["query invalid"] += 1
             return response
         max_targets = int(request.max_targets) or None
         min_score = float(request.min_score) if request.min_score >= 0 and math.isfinite(request.min_score) \
@@ -356,6 +367,7 @@ class MappingNode(Node):
         why = check_query_text(text, self.cfg.query.max_text_length)
         if why:
             response.success, response.message = False, why
+            self.requests_answered["retrieval invalid"] += 1
             return response
         min_score = float(request.min_score) if request.min_score >= 0 else None
         ok, hits = await self._serve(response, "retrieval", lambda p: p.retrieve_objects(
@@ -512,6 +524,7 @@ class MappingNode(Node):
                   "requests_refused_busy": self.worker.requests_refused,
                   "worker_load": f"{s.worker_load:.2f}", "last_message": s.message,
                   "callback_ms_mean": f"{1e3 * self.callback_seconds / max(self.callback_count, 1):.2f}"}
+        values.update({f"requests_answered {k}": n for k, n in sorted(self.requests_answered.items())})
         values.update({f"messages_lost_before_callbacks {t}": n for t, n in self.messages_lost.items()})
         values.update({f"last_rejection {k}": f"{r} ({age:.0f} s ago)" for k, (r, age) in sorted(recent.items())})
         values.update({f"rejections {k}": n for k, n in sorted(self.rejections.by_kind.items())})
