@@ -51,7 +51,9 @@ ABSENT = ["refrigerator", "bicycle", "guitar", "toilet", "laptop", "umbrella", "
 # alternatives worth comparing (bench/results/answers.json: the wider grid of the previous runs).
 GRID = {"default": {},
         "cluster": {"targets": "cluster", "min_coverage": 0.0},
-        "peak_gate": {"targets": "peak", "min_coverage": 0.5, "peak_radius": 0.15}}
+        "peak_gate": {"targets": "peak", "min_coverage": 0.5, "peak_radius": 0.15},
+        "mass_t0.8": {"targets": "mass", "threshold": 0.8},
+        "mass_t0.9": {"targets": "mass", "threshold": 0.9}}
 CANDIDATES = 8          # candidate targets stored per query: the refitted confidence may reorder them
 DEFAULT = "default"
 

@@ -253,6 +253,12 @@ def run(out: Path, frames: int = 0, rate: float = 4.0, device: str = "auto", n_q
                                         for lo, hi in boxes)
                 o.hit = o.distance_to_box == 0.0
             outcomes.append(o)
+        # the last answer's markers before the absent queries replace them (the topic keeps the latest)
+        t_wait = time.monotonic()
+        last = outcomes[-1].text if outcomes and outcomes[-1].centroid is not None else None
+        while last and time.monotonic() - t_wait < 5 and \
+                not any(last in m.text for arr in markers for m in arr.markers):
+            ex.spin_once(timeout_sec=0.2)
         labels = {str(q["text"]).lower() for q in all_queries}
         absent: List[QueryOutcome] = []
         for text in (t for t in ABSENT if t not in labels):
@@ -292,7 +298,7 @@ def run(out: Path, frames: int = 0, rate: float = 4.0, device: str = "auto", n_q
                        absent=[vars(o) for o in absent], absent_answered=sum(o.centroid is not None for o in absent),
                        markers_received=len(markers),
                        diagnostics=diagnostics,
-                       marker_texts=[m.text for m in markers[-1].markers if m.text] if markers else [])
+                       marker_texts=[m.text for arr in markers for m in arr.markers if m.text])  # every answer's markers
         (out / "demo.json").write_text(json.dumps(summary, indent=1, default=float))
         log(f"[demo] pictures and numbers: {out / 'topdown.png'}, {out / 'demo.json'}")
         return summary

@@ -452,3 +452,25 @@ def test_not_found_reaches_the_query_response():
     res = _call_on_query(Answer("bicycle", [], why), "bicycle")
     assert res.success and len(res.targets) == 0
     assert res.message.startswith("not found: best confidence 0.12") and "'bicycle'" in res.message
+
+
+def test_mass_targets_sit_on_the_object_not_on_a_relevant_floater():
+    """targets=mass: a lone Gaussian as relevant as the mug (a floater that rendered into the mug's
+    pixels) is no answer; the mug's relevant mass is, located inside it."""
+    from test_query import MUG_CENTRE
+
+    from gags_ros.core.query import spacing_unit
+
+    g, field, enc, parts = planted_map(seed=3)
+    cfg = C.GagsConfig().query
+    cfg.targets, cfg.min_confidence, cfg.min_coverage = "mass", 0.0, 0.0
+    eng = QueryEngine(cfg, enc)
+    (res,) = eng.query(g, field, ["red mug"])
+    assert res.targets, res.reason
+    first = res.targets[0]
+    assert np.all(np.abs(first.centroid - MUG_CENTRE) <= np.array([0.08, 0.06, 0.10]))
+    assert not np.isin(parts["speckle"], first.indices).any()
+    # the speckles (isolated "red mug" Gaussians) are never a target ahead of the mug
+    for t in res.targets[1:]:
+        assert t.confidence <= first.confidence
+    assert 0.0 < spacing_unit(g.scales.detach()) < 0.02      # planted Gaussians are 1 cm

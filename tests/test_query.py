@@ -48,6 +48,14 @@ class FakeTextEncoder:
         return torch.stack([self.embed(t) for t in texts])
 
 
+
+def cluster_cfg():
+    """The query config of the connected-component extraction (targets=cluster, threshold 0.4) that
+    these tests exercise; the default targets=mass has its own tests (test_answers.py)."""
+    cfg = GagsConfig().query
+    cfg.targets, cfg.threshold = "cluster", 0.4
+    return cfg
+
 def _box_points(centre, size, n, gen):
     return torch.as_tensor(centre, dtype=torch.float32) + (torch.rand(n, 3, generator=gen) - 0.5) * torch.tensor(size)
 
@@ -154,7 +162,7 @@ def test_decode_dot_matches_decode(dtype):
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_latent_relevancy_matches_the_direct_formula(planted, precision):
     g, field, enc, parts = planted
-    cfg = GagsConfig().query
+    cfg = cluster_cfg()
     cfg.decode_precision = precision
     cfg.chunk_size = 256                                  # several chunks
     eng = QueryEngine(cfg, enc)
@@ -172,7 +180,7 @@ def test_latent_relevancy_matches_the_direct_formula(planted, precision):
 def test_planted_query_returns_the_blob(planted):
     """targets=cluster (peak targets: tests/test_answers.py)."""
     g, field, enc, parts = planted
-    cfg = GagsConfig().query
+    cfg = cluster_cfg()
     cfg.targets = "cluster"
     eng = QueryEngine(cfg, enc)
     res_mug, res_chair = eng.query(g, field, ["red mug", "blue chair"])
@@ -230,7 +238,7 @@ def test_target_location_is_its_relevancy_peak_not_the_mean_of_what_it_touches()
     f[300 + len(table):] = torch.tensor([0.0, 1.0])       # elsewhere ~0
     g = GaussianMap.from_points(pts, torch.full_like(pts, 0.5), 0.01, opacity=0.9)
     g.params["features"] = torch.nn.Parameter(f)
-    cfg = GagsConfig().query
+    cfg = cluster_cfg()
     cfg.targets = "cluster"
     eng = QueryEngine(cfg, FakeTextEncoder())
     (res,) = eng.query(g, _ScoreField(), ["red mug"])
@@ -249,7 +257,7 @@ def test_target_location_is_its_relevancy_peak_not_the_mean_of_what_it_touches()
 @pytest.mark.parametrize("targets", ["cluster", "peak"])
 def test_targets_sorted_capped_and_filtered(targets):
     g, field, enc, parts = planted_map(seed=1, two_mugs=True)
-    cfg = GagsConfig().query
+    cfg = cluster_cfg()
     cfg.targets = targets
     eng = QueryEngine(cfg, enc)
     (res,) = eng.query(g, field, ["red mug"])
@@ -267,14 +275,14 @@ def test_low_opacity_gaussians_are_not_selected(planted):
     g0, field, enc, parts = planted
     g = GaussianMap({k: v.detach().clone() for k, v in g0.params.items()})
     g.params["opacities"].data[parts["mug"][:150]] = torch.logit(torch.tensor(0.01))
-    (res,) = QueryEngine(GagsConfig().query, enc).query(g, field, ["red mug"])
+    (res,) = QueryEngine(cluster_cfg(), enc).query(g, field, ["red mug"])
     assert len(res.targets) == 1
     assert np.array_equal(np.sort(res.targets[0].indices), parts["mug"][150:])
 
 
 def test_empty_answers_say_why(planted):
     g, field, enc, parts = planted
-    eng = QueryEngine(GagsConfig().query, enc)
+    eng = QueryEngine(cluster_cfg(), enc)
     (r,) = eng.query(GaussianMap(), field, ["red mug"])
     assert r.targets == [] and "empty" in r.reason
     bare = GaussianMap({k: v.detach() for k, v in g.params.items() if k != "features"})
@@ -381,7 +389,7 @@ def test_relevancy_image_of_a_rendered_view(planted):
     from gags_ros.core.render.factory import make_renderer
 
     g, field, enc, parts = planted
-    eng = QueryEngine(GagsConfig().query, enc)
+    eng = QueryEngine(cluster_cfg(), enc)
     T = look_at(MUG_CENTRE - np.array([0.0, 0.0, 0.6]), MUG_CENTRE, up=(0.0, -1.0, 0.0))
     intr = Intrinsics(40.0, 40.0, 16.0, 12.0, 32, 24)
     rel = eng.relevancy_image(make_renderer("torch", "cpu"), g, field, T, intr, ["red mug", "blue chair"])
@@ -396,7 +404,7 @@ def test_relevancy_image_of_a_rendered_view(planted):
 def test_bfloat16_decoding_finds_the_same_target(planted):
     # the arithmetic CUDA uses by default (decode_precision "auto"), exercised on the CPU
     g, field, enc, parts = planted
-    cfg = GagsConfig().query
+    cfg = cluster_cfg()
     cfg.decode_precision = "bfloat16"
     (res,) = QueryEngine(cfg, enc).query(g, field, ["red mug"])
     assert len(res.targets) == 1 and np.array_equal(np.sort(res.targets[0].indices), parts["mug"])
@@ -424,8 +432,8 @@ def test_gpu_decode_dot_matches_decode(dtype):
 def test_gpu_query_matches_cpu(planted):
     g, field, enc, parts = planted
     cuda = GaussianMap({k: v.detach() for k, v in g.params.items()}, device="cuda")
-    eng = QueryEngine(GagsConfig().query, lambda ts: enc(ts).cuda())
-    eng_cpu = QueryEngine(GagsConfig().query, enc)
+    eng = QueryEngine(cluster_cfg(), lambda ts: enc(ts).cuda())
+    eng_cpu = QueryEngine(cluster_cfg(), enc)
     res = eng.query(cuda, field.to("cuda"), ["red mug", "blue chair"])
     field.to("cpu")
     for r, name in zip(res, ["mug", "chair"]):

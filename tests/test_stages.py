@@ -55,6 +55,8 @@ def _query(text, pts, pad=0.0):
 
 def _stage(g, query, field=None, **kw):
     eng = QueryEngine(C.GagsConfig().query, ENC)
+    # the stages these cases lose at are the cluster extraction's, before any confidence cut (cfg= overrides)
+    eng.cfg.targets, eng.cfg.threshold, eng.cfg.min_confidence = "cluster", 0.4, 0.0
     for k, v in kw.pop("cfg", {}).items():
         setattr(eng.cfg, k, v)
     (rec,) = stages.query_stages(eng, g, field or stages.OracleField(ENC.dim), [query], **kw)

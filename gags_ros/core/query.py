@@ -80,6 +80,7 @@ __all__ = [
     "segmentation_mask",
 ]
 
+MASS_CANDIDATES = 512  # targets=mass: the most relevant selected Gaussians tried as peaks of relevant mass
 PEAK_POOL = 8        # targets=peak: candidate targets scored before the best max_targets are kept
 MAX_PAIRS = 1 << 24  # (point, candidate) pairs measured at once: bounds the memory of a search
 
@@ -371,7 +372,8 @@ class QueryEngine:
         self._canonical_key: Optional[tuple] = None
         self._canonical: Optional[torch.Tensor] = None
         self.sync_timings = False     # True: QueryResult.timings per stage, synchronising between them
-        self.coverage_mode = "gad"    # the distillation objective (language.mode): which pixels count as supervised
+        self.coverage_mode = "gad"
+        self._unit, self._opacity = 1.0, None  # per query call: spacing unit (m), opacities [N]    # the distillation objective (language.mode): which pixels count as supervised
 
     # ---- text ---------------------------------------------------------------------------------
     def encode(self, texts: Sequence[str], device) -> torch.Tensor:
@@ -545,6 +547,8 @@ class QueryEngine:
             n_el = rel.shape[0]                                 # median and 0.9 quantile: [2, T], confidence
             quant = torch.stack([rel.kthvalue((n_el + 1) // 2, dim=0).values,
                                  rel.kthvalue(max(1, math.ceil(0.9 * n_el)), dim=0).values]).cpu().numpy()
+            self._unit = spacing_unit(gaussians.scales.detach().index_select(0, eligible))
+            self._opacity = opac
             t_rel = clock.lap()
             for k, r in enumerate(results):
                 self._targets_for(r, means, eligible, rel[:, k], norm[:, k], max_targets, min_score, clock,
@@ -573,6 +577,11 @@ class QueryEngine:
         share = res.selected / max(int(raw.shape[0]), 1)
         if cfg.targets == "peak":
             self._peak_targets(res, pts, raw.index_select(0, sel), gidx, max_targets, min_score, clock,
+                               quantiles, share)
+            return
+        if cfg.targets == "mass":
+            weight = self._opacity.index_select(0, gidx) * norm.index_select(0, sel)
+            self._mass_targets(res, pts, raw.index_select(0, sel), weight, gidx, max_targets, min_score, clock,
                                quantiles, share)
             return
         kept = cleanup_mask(pts, cfg.neighbour_radius, cfg.keep_neighbours, cfg.drop_neighbours)
@@ -687,6 +696,76 @@ class QueryEngine:
             s, _, loc, bmin, bmax, idx = cands[t]
             res.targets.append(QueryTarget(res.text, s, loc, bmin, bmax, idx, int(idx.size), float(conf[t]), feats[t]))
         res.timings["targets_s"] = clock.lap()
+
+
+    def _mass_targets(self, res: QueryResult, pts: torch.Tensor, raw: torch.Tensor, weight: torch.Tensor,
+                      gidx: torch.Tensor, max_targets: int, min_score: float, clock: "_Clock",
+                      quantiles: Tuple[float, float] = (0.0, 0.0), share: float = 1.0) -> None:
+        """``targets=mass``: targets at the peaks of *relevant mass*. The selected Gaussians'
+        centres ``pts`` ``[K, 3]`` (metres), raw relevancy ``raw`` ``[K]``, weights ``weight``
+        ``[K]`` (opacity x min-max normalised relevancy) and map indices ``gidx`` ``[K]``.
+
+        The ``MASS_CANDIDATES`` most relevant selected Gaussians are candidate peaks; each is scored
+        by the summed weight of the selected Gaussians within ``mass_radius`` spacing units of it
+        (:func:`spacing_unit`: the map's typical Gaussian size, so the radius follows the map's
+        density instead of metres tuned on one map). Peaks are taken best mass first, each at least
+        ``nms_radius`` metres (an object's size, not the map's) from the better ones. A target's
+        location is the weighted mean of the selected Gaussians within the mass radius of its peak;
+        its score their mean raw relevancy; its box and indices those within ``nms_radius``.
+
+        Why mass and not the single most relevant Gaussian (``targets=peak``): relevancy is as high
+        on floaters that render into the object's pixels from in front of it as on its surface, and
+        a single Gaussian or the mean of a few is as likely to be such a floater; the object's
+        surface holds the most relevant *mass*. On the 3D label oracle of the training maps this
+        lifted hit@1 from 30 to 62 % (bench/results/answers.json, docs/results/answers.md)."""
+        cfg = self.cfg
+        res.kept = int(pts.shape[0])
+        K = pts.shape[0]
+        rho = float(cfg.mass_radius) * float(self._unit)
+        cand = torch.topk(raw, min(MASS_CANDIDATES, K)).indices                    # [C]
+        cpts = pts.index_select(0, cand)
+        mass = torch.zeros(cand.shape[0], dtype=torch.float64, device=pts.device)
+        step = max(1, MAX_PAIRS // max(int(cand.shape[0]), 1))
+        for s in range(0, K, step):                                               # bounded [C, step] pairs
+            d2 = torch.cdist(cpts, pts[s:s + step]) ** 2
+            mass += ((d2 <= rho * rho).double() * weight[s:s + step].double()).sum(dim=1)
+        order = torch.argsort(mass, descending=True).cpu().numpy()
+        cpts_h = cpts.double().cpu().numpy()
+        r_nms2 = cfg.nms_radius ** 2
+        chosen: List[int] = []
+        for i in order.tolist():
+            if len(chosen) == max(max_targets, PEAK_POOL):
+                break
+            if any(((cpts_h[i] - cpts_h[j]) ** 2).sum() < r_nms2 for j in chosen):
+                continue
+            chosen.append(i)
+        cands = []
+        for i in chosen:
+            d2 = ((pts - cpts[i]) ** 2).sum(dim=1)
+            near = d2 <= rho * rho
+            w = weight[near].double()
+            loc = (pts[near].double() * w[:, None]).sum(dim=0) / w.sum().clamp_min(1e-12)
+            region = d2 <= r_nms2
+            box = pts[region].double().cpu().numpy()
+            cands.append((float(raw[near].mean()), int(near.sum()), loc.cpu().numpy(), box.min(axis=0),
+                          box.max(axis=0), torch.sort(gidx[region]).values.cpu().numpy().astype(np.int64)))
+        score = np.array([c[0] for c in cands], dtype=np.float64)
+        feats = calibration.target_features(score, [c[1] for c in cands], *quantiles, share)
+        conf = calibration.confidence(feats, cfg.calibration)
+        for t in self._answer_order(res, score, conf, min_score, max_targets).tolist():
+            s_, _, loc, bmin, bmax, idx = cands[t]
+            res.targets.append(QueryTarget(res.text, s_, loc, bmin, bmax, idx, int(idx.size), float(conf[t]), feats[t]))
+        res.timings["targets_s"] = clock.lap()
+
+
+def spacing_unit(scales: torch.Tensor) -> float:
+    """The map's length unit for density-relative radii, metres: the median over Gaussians of the
+    geometric mean of their three scales ``scales`` ``[N, 3]`` (metres). Gaussians tile the
+    surfaces they model, so this follows the spacing of their centres (on a CPU training map:
+    0.030 m against a median nearest-neighbour distance of 0.028 m); 1 for an empty map."""
+    if scales.numel() == 0:
+        return 1.0
+    return float(scales.float().clamp_min(1e-9).log().mean(dim=1).exp().median())
 
 
 def check_query_text(text, max_length: int) -> str:
