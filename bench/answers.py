@@ -367,12 +367,15 @@ def report(a) -> int:
         record("answers", f"{tag}_hit3", s["hit3"], "%", command, queries=s["queries"], **meta)
         record("answers", f"{tag}_absent_fp", s["absent_fp"], "%", command, queries=s["absent_queries"], **meta)
     if held is not None:
-        base = "sim_heldout_gad_online"
+        mode = runs[0].get("mode", "gad")
+        prefix = f"sim_{a.preset}_heldout" if a.preset else "sim_heldout"   # default set: the issue's names
+        base = f"{prefix}_{mode}_online"
         for level in ("whole", "part", "subpart"):
             if f"hit1_{level}" in held:
                 record("sim", f"{base}_hit1_{level}", held[f"hit1_{level}"], "%", command, **meta)
                 record("sim", f"{base}_hit3_{level}", held[f"hit3_{level}"], "%", command, **meta)
-        record("sim", "sim_heldout_absent_fp", held["absent_fp"], "%", command, queries=held["absent_queries"], **meta)
+        record("sim", f"{prefix}_absent_fp" + ("" if mode == "gad" else f"_{mode}"), held["absent_fp"], "%", command,
+               queries=held["absent_queries"], **meta)
         record("sim", f"{base}_ece", held["ece"], "%", command, reliability=held["bins"], **meta)
     return 0
 
@@ -409,6 +412,8 @@ def main(argv=None) -> int:
                    "query.min_confidence)")
     p.add_argument("--png", help="reliability diagram (heldout; default OUT/reliability.png)")
     p.add_argument("--map-device", default="", help="where the maps were built (for the records)")
+    p.add_argument("--preset", default="", help="held-out records' set: '' = the default set (sim_heldout_*), "
+                   "e.g. small -> sim_small_heldout_*")
     p.add_argument("--no-record", action="store_true")
     a = ap.parse_args(argv)
     a.argv = argv
