@@ -361,7 +361,7 @@ def report(a) -> int:
     meta = {"maps": [f"{r['scene']}/{r['seed']}" for r in runs], "overrides": runs[0]["overrides"],
             "device_of_maps": a.map_device, "calibration": [float(v) for v in coef], "min_confidence": min_conf}
     for (name, cut), s in table.items():
-        tag = f"answers_{a.tag}_{name}_conf{cut:g}"
+        tag = f"answers_{a.tag}_{runs[0].get('mode', 'gad')}_{name}_conf{cut:g}"
         record("answers", f"{tag}_hit1", s["hit1"], "%", command,
                per_level={k: v for k, v in s.items() if k.startswith("hit1_")}, queries=s["queries"], **meta)
         record("answers", f"{tag}_hit3", s["hit3"], "%", command, queries=s["queries"], **meta)
