@@ -372,8 +372,7 @@ class QueryEngine:
         self._canonical_key: Optional[tuple] = None
         self._canonical: Optional[torch.Tensor] = None
         self.sync_timings = False     # True: QueryResult.timings per stage, synchronising between them
-        self.coverage_mode = "gad"
-        self._unit, self._opacity = 1.0, None  # per query call: spacing unit (m), opacities [N]    # the distillation objective (language.mode): which pixels count as supervised
+        self.coverage_mode = "gad"    # the distillation objective (language.mode): which pixels count as supervised
 
     # ---- text ---------------------------------------------------------------------------------
     def encode(self, texts: Sequence[str], device) -> torch.Tensor:
@@ -547,19 +546,19 @@ class QueryEngine:
             n_el = rel.shape[0]                                 # median and 0.9 quantile: [2, T], confidence
             quant = torch.stack([rel.kthvalue((n_el + 1) // 2, dim=0).values,
                                  rel.kthvalue(max(1, math.ceil(0.9 * n_el)), dim=0).values]).cpu().numpy()
-            self._unit = spacing_unit(gaussians.scales.detach().index_select(0, eligible))
-            self._opacity = opac
+            unit = spacing_unit(gaussians.scales.detach().index_select(0, eligible)) if cfg.targets == "mass" else 1.0
             t_rel = clock.lap()
             for k, r in enumerate(results):
                 self._targets_for(r, means, eligible, rel[:, k], norm[:, k], max_targets, min_score, clock,
-                                  (float(quant[0, k]), float(quant[1, k])))
+                                  (float(quant[0, k]), float(quant[1, k])), opac, unit)
                 t_targets = sum(r.timings.values())
                 r.timings.update(relevancy_s=t_rel, targets_s=t_targets, total_s=t_rel + t_targets)
         return results
 
     def _targets_for(self, res: QueryResult, means: torch.Tensor, eligible: torch.Tensor,
                      raw: torch.Tensor, norm: torch.Tensor, max_targets: int, min_score: float,
-                     clock: "_Clock", quantiles: Tuple[float, float] = (0.0, 0.0)) -> None:
+                     clock: "_Clock", quantiles: Tuple[float, float] = (0.0, 0.0),
+                     opacity: Optional[torch.Tensor] = None, unit: float = 1.0) -> None:
         """Fills ``res`` from the raw ``[n]`` and min-max normalised ``[n]`` relevancy of the
         ``eligible`` Gaussians (``quantiles``: the median and 0.9 quantile of ``raw``, for the
         confidence);
@@ -580,9 +579,9 @@ class QueryEngine:
                                quantiles, share)
             return
         if cfg.targets == "mass":
-            weight = self._opacity.index_select(0, gidx) * norm.index_select(0, sel)
+            weight = opacity.index_select(0, gidx) * norm.index_select(0, sel)
             self._mass_targets(res, pts, raw.index_select(0, sel), weight, gidx, max_targets, min_score, clock,
-                               quantiles, share)
+                               quantiles, share, unit)
             return
         kept = cleanup_mask(pts, cfg.neighbour_radius, cfg.keep_neighbours, cfg.drop_neighbours)
         kept = kept.nonzero(as_tuple=True)[0]
@@ -700,7 +699,7 @@ class QueryEngine:
 
     def _mass_targets(self, res: QueryResult, pts: torch.Tensor, raw: torch.Tensor, weight: torch.Tensor,
                       gidx: torch.Tensor, max_targets: int, min_score: float, clock: "_Clock",
-                      quantiles: Tuple[float, float] = (0.0, 0.0), share: float = 1.0) -> None:
+                      quantiles: Tuple[float, float] = (0.0, 0.0), share: float = 1.0, unit: float = 1.0) -> None:
         """``targets=mass``: targets at the peaks of *relevant mass*. The selected Gaussians'
         centres ``pts`` ``[K, 3]`` (metres), raw relevancy ``raw`` ``[K]``, weights ``weight``
         ``[K]`` (opacity x min-max normalised relevancy) and map indices ``gidx`` ``[K]``.
@@ -721,7 +720,7 @@ class QueryEngine:
         cfg = self.cfg
         res.kept = int(pts.shape[0])
         K = pts.shape[0]
-        rho = float(cfg.mass_radius) * float(self._unit)
+        rho = float(cfg.mass_radius) * float(unit)
         cand = torch.topk(raw, min(MASS_CANDIDATES, K)).indices                    # [C]
         cpts = pts.index_select(0, cand)
         mass = torch.zeros(cand.shape[0], dtype=torch.float64, device=pts.device)
