@@ -53,7 +53,11 @@ GRID = {"default": {},
         "cluster": {"targets": "cluster", "min_coverage": 0.0},
         "peak_gate": {"targets": "peak", "min_coverage": 0.5, "peak_radius": 0.15},
         "mass_t0.8": {"targets": "mass", "threshold": 0.8},
-        "mass_t0.9": {"targets": "mass", "threshold": 0.9}}
+        "mass_t0.9": {"targets": "mass", "threshold": 0.9},
+        "mass_t0.7": {"targets": "mass", "threshold": 0.7},
+        "mass_r1.5": {"targets": "mass", "mass_radius": 1.5},
+        "mass_r6": {"targets": "mass", "mass_radius": 6.0},
+        "mass_cov0.2": {"targets": "mass", "min_coverage": 0.2}}
 CANDIDATES = 8          # candidate targets stored per query: the refitted confidence may reorder them
 DEFAULT = "default"
 

@@ -106,6 +106,8 @@ def run(a) -> int:
             return rc
     _index(data)
     print(f"scenes ready in {time.perf_counter() - t0:.0f} s ({len(todo)} generated)", flush=True)
+    if a.scenes_only:
+        return 0
     jobs = []
     for mode in a.modes:
         dest = out / "runs" / f"{a.preset}_{a.generator}_{mode}"
@@ -158,6 +160,8 @@ def main(argv=None) -> int:
     r.add_argument("--text-cache")
     r.add_argument("--quick", action="store_true", help="the evaluation's CPU profile")
     r.add_argument("--save-maps", action="store_true", help="keep every map in OUT/maps (bench.answers_maps)")
+    r.add_argument("--scenes-only", action="store_true", help="generate the scenes, build no map (e.g. while "
+                   "gsplat compiles)")
     r.add_argument("--frames", type=int, default=0, help="stream only the first N train frames (smoke tests)")
     r.add_argument("--set", dest="overrides", type=ev._parse_override, action="append", default=[])
     a = ap.parse_args(argv)
