@@ -57,7 +57,8 @@ GRID = {"default": {},
         "mass_t0.7": {"targets": "mass", "threshold": 0.7},
         "mass_r1.5": {"targets": "mass", "mass_radius": 1.5},
         "mass_r6": {"targets": "mass", "mass_radius": 6.0},
-        "mass_cov0.2": {"targets": "mass", "min_coverage": 0.2}}
+        "mass_cov0.2": {"targets": "mass", "min_coverage": 0.2},
+        "mass_medoid": {"targets": "mass", "location": "medoid"}}
 CANDIDATES = 8          # candidate targets stored per query: the refitted confidence may reorder them
 DEFAULT = "default"
 
@@ -289,8 +290,11 @@ def reliability_png(conf, hit, path, bins: int = 10, title: str = "") -> None:
 
 
 def _load_runs(dirs):
-    paths = sorted(p for d in dirs for p in Path(d).glob("*.json"))
-    return [json.loads(p.read_text()) for p in paths]
+    """The run files (``*.json``, or ``*.json.gz`` as the results pages keep them) of ``dirs``."""
+    import gzip
+
+    paths = sorted(p for d in dirs for pat in ("*.json", "*.json.gz") for p in Path(d).glob(pat))
+    return [json.loads(gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_text()) for p in paths]
 
 
 def calibrate(a) -> int:
@@ -319,6 +323,16 @@ def _coefficients(a):
 
     q = GagsConfig().query
     return list(q.calibration), float(q.min_confidence)
+
+
+def oracle_hit1(runs) -> dict:
+    """``{"all" | level: percent}``: hit@1 of the 3D label oracle (each Gaussian carrying its
+    ground-truth label's clean embedding, answered by the unchanged engine at the run's defaults)
+    over the runs' queries, from the stage records of ``bench.answers run``."""
+    from gags_ros.core.sim.stages import summarise_stages
+
+    s = summarise_stages([x for r in runs for x in r.get("oracle3d_stages", [])])
+    return {lv: 100.0 * d["hit"] / d["queries"] for lv, d in s.items() if d["queries"]}
 
 
 def heldout_metrics(runs, name: str, coef, min_confidence: float, bins: int = 10) -> dict:
@@ -381,6 +395,9 @@ def report(a) -> int:
         record("sim", f"{prefix}_absent_fp" + ("" if mode == "gad" else f"_{mode}"), held["absent_fp"], "%", command,
                queries=held["absent_queries"], **meta)
         record("sim", f"{base}_ece", held["ece"], "%", command, reliability=held["bins"], **meta)
+        sfx = "" if mode == "gad" else f"_{mode}"
+        for level, v in oracle_hit1(runs).items():   # the 3D label oracle on these maps' geometry
+            record("sim", f"{prefix}_oracle3d_hit1_{level}{sfx}", v, "%", command, **meta)
     return 0
 
 

@@ -99,7 +99,7 @@ def run(a) -> int:
     todo = [s for s in seeds if not (data / f"scene_{s:03d}" / "scene.json").exists()]
     for s in todo:   # one scene at a time, all cores rendering it
         rc = subprocess.call([py, "-m", "gags_ros.core.sim.dataset", str(data / f"scene_{s:03d}"), "--seed", str(s),
-                              "--preset", a.preset, "--generator", a.generator, "--workers", str(a.workers),
+                              "--preset", a.preset, "--scenes", "1", "--generator", a.generator, "--workers", str(a.workers),
                               "--overwrite"], env=env)
         if rc:
             print(f"scene {s}: generation failed ({rc})")

@@ -1,6 +1,9 @@
 """3D answers (the answers issue): language coverage per Gaussian, unknown Gaussians never answer,
 peak-anchored targets, "not found", coverage in map files."""
 
+import gzip
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -339,12 +342,21 @@ def test_heldout_report_records_the_issue_names(tmp_path, monkeypatch):
     absent = [[_cand([1, 1, 1], 0.5, 0.2, [1, 0.5, 0.0, 0.0, 2, -1])]] * 2
     out = tmp_path / "runs"
     out.mkdir()
-    (out / "s__seed0.json").write_text(__import__("json").dumps(dict(_run(present, absent, queries), overrides={})))
+    oracle = [{"text": "chair", "level": lv, "stage": st}
+              for lv, st in (("whole", "hit"), ("part", "ranking"), ("subpart", "hit"))]
+    run = dict(_run(present, absent, queries), overrides={}, oracle3d_stages=oracle)
+    (out / "s__seed0.json").write_text(json.dumps(run))
+    # results pages keep their run files gzipped: read alike
+    (out / "s__seed1.json.gz").write_bytes(gzip.compress(json.dumps(dict(run, seed=1)).encode()))
     assert A.main(["report", str(out), "--tag", "heldout"]) == 0
-    names = [r["metric"] for r in __import__("json").loads((tmp_path / "results" / "sim.json").read_text())]
+    recs = {r["metric"]: r for r in json.loads((tmp_path / "results" / "sim.json").read_text())}
     for n in ("sim_heldout_gad_online_hit1_whole", "sim_heldout_gad_online_hit1_part",
               "sim_heldout_gad_online_hit1_subpart", "sim_heldout_absent_fp", "sim_heldout_gad_online_ece"):
-        assert n in names
+        assert n in recs
+    assert recs["sim_heldout_gad_online_hit1_whole"]["maps"] == ["s/0", "s/1"]
+    assert recs["sim_heldout_oracle3d_hit1_whole"]["value"] == 100.0
+    assert recs["sim_heldout_oracle3d_hit1_part"]["value"] == 0.0
+    assert abs(recs["sim_heldout_oracle3d_hit1_all"]["value"] - 200.0 / 3) < 1e-9
     assert (out / "reliability.png").exists()
 
 
@@ -474,3 +486,28 @@ def test_mass_targets_sit_on_the_object_not_on_a_relevant_floater():
     for t in res.targets[1:]:
         assert t.confidence <= first.confidence
     assert 0.0 < spacing_unit(g.scales.detach()) < 0.02      # planted Gaussians are 1 cm
+
+
+@pytest.mark.parametrize("location", ["mean", "medoid"])
+def test_medoid_location_is_one_of_the_objects_gaussians(location):
+    """targets=mass, location=medoid: a hollow object (the mug's Gaussians on a ring of 6 cm radius)
+    is located on one of its own Gaussians; the weighted mean lies in the empty centre."""
+    from test_query import MUG_CENTRE
+
+    g, field, enc, parts = planted_map(seed=3)
+    a = torch.linspace(0, 2 * np.pi, len(parts["mug"]) + 1)[:-1]
+    ring = torch.stack([0.06 * torch.cos(a), 0.06 * torch.sin(a), torch.zeros_like(a)], dim=1)
+    with torch.no_grad():
+        g.params["means"][parts["mug"]] = torch.as_tensor(MUG_CENTRE, dtype=torch.float32) + ring
+    cfg = C.GagsConfig().query
+    cfg.targets, cfg.min_confidence, cfg.min_coverage, cfg.location = "mass", 0.0, 0.0, location
+    cfg.mass_radius = 20.0          # spacing units of 1 cm: the whole ring is one peak's mass
+    (res,) = QueryEngine(cfg, enc).query(g, field, ["red mug"])
+    loc = res.targets[0].centroid
+    mug = g.params["means"].detach()[parts["mug"]].double().numpy()
+    nearest = np.sqrt(((mug - loc) ** 2).sum(axis=1)).min()
+    if location == "medoid":
+        assert nearest < 1e-6
+        assert abs(np.linalg.norm(loc - MUG_CENTRE) - 0.06) < 1e-3
+    else:
+        assert np.linalg.norm(loc - MUG_CENTRE) < 0.01 and nearest > 0.05

@@ -709,7 +709,8 @@ class QueryEngine:
         (:func:`spacing_unit`: the map's typical Gaussian size, so the radius follows the map's
         density instead of metres tuned on one map). Peaks are taken best mass first, each at least
         ``nms_radius`` metres (an object's size, not the map's) from the better ones. A target's
-        location is the weighted mean of the selected Gaussians within the mass radius of its peak;
+        location is the weighted mean of the selected Gaussians within the mass radius of its peak
+        (``location=medoid``: the one of them nearest to that mean);
         its score their mean raw relevancy; its box and indices those within ``nms_radius``.
 
         Why mass and not the single most relevant Gaussian (``targets=peak``): relevancy is as high
@@ -744,6 +745,9 @@ class QueryEngine:
             near = d2 <= rho * rho
             w = weight[near].double()
             loc = (pts[near].double() * w[:, None]).sum(dim=0) / w.sum().clamp_min(1e-12)
+            if cfg.location == "medoid":   # the contributing Gaussian nearest to the weighted mean
+                near_pts = pts[near].double()
+                loc = near_pts[int(torch.argmin(((near_pts - loc) ** 2).sum(dim=1)))]
             region = d2 <= r_nms2
             box = pts[region].double().cpu().numpy()
             cands.append((float(raw[near].mean()), int(near.sum()), loc.cpu().numpy(), box.min(axis=0),
