@@ -378,6 +378,8 @@ def report(a) -> int:
     command = "python -m bench.answers " + " ".join(sys.argv[1:] if a.argv is None else list(a.argv))
     meta = {"maps": [f"{r['scene']}/{r['seed']}" for r in runs], "overrides": runs[0]["overrides"],
             "device_of_maps": a.map_device, "calibration": [float(v) for v in coef], "min_confidence": min_conf}
+    if a.map_device:   # the numbers are the maps' (built there); this machine only counts them
+        meta["device"] = a.map_device
     for (name, cut), s in table.items():
         tag = f"answers_{a.tag}_{runs[0].get('mode', 'gad')}_{name}_conf{cut:g}"
         record("answers", f"{tag}_hit1", s["hit1"], "%", command,
