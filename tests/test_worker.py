@@ -73,6 +73,19 @@ def hold(w):
     return fut, release
 
 
+def frames_then_idle(w, s, *names):
+    """Queue frames ``names`` while the worker is held, let it go, wait until it is idle again
+    (every frame taken, nothing owed) and return the pipeline's log."""
+    held, release = hold(w)
+    s.idle_done.clear()                              # the worker is held: no idle step runs now
+    for n in names:
+        w.submit_frame(frame(n))
+    release.set()
+    assert held.result(WAIT) == "held"
+    assert s.idle_done.wait(WAIT)
+    return w.call(lambda p: list(p.log), timeout=WAIT)
+
+
 def test_frame_buffer_drops_the_oldest_and_counts():
     b = FrameBuffer(2)
     assert b.push(frame("a")) and b.push(frame("b"))
@@ -129,15 +142,7 @@ def test_requests_go_before_waiting_frames():
 def test_owed_work_is_paid_before_the_next_frame():
     w, s = started(owed=3)
     try:
-        held, release = hold(w)
-        s.idle_done.clear()                          # the worker is held: no idle step runs now
-        w.submit_frame(frame("kf1"))
-        w.submit_frame(frame("kf2"))
-        release.set()
-        held.result(WAIT)
-        assert s.idle_done.wait(WAIT)                # idle with nothing owed: both keyframes paid
-        log = w.call(lambda p: list(p.log), timeout=WAIT)
-        assert log == [("frame", "kf1"), ("idle", 2), ("idle", 1), ("idle", 0),
+        assert frames_then_idle(w, s, "kf1", "kf2") == [("frame", "kf1"), ("idle", 2), ("idle", 1), ("idle", 0),
                        ("frame", "kf2"), ("idle", 2), ("idle", 1), ("idle", 0)]
         assert len(s.threads) == 1
     finally:
@@ -147,14 +152,7 @@ def test_owed_work_is_paid_before_the_next_frame():
 def test_a_bad_frame_is_noted_and_mapping_goes_on():
     w, s = started()
     try:
-        held, release = hold(w)
-        s.idle_done.clear()                          # the worker is held: no idle step runs now
-        w.submit_frame(frame("bad1"))
-        w.submit_frame(frame("f2"))
-        release.set()
-        held.result(WAIT)
-        assert s.idle_done.wait(WAIT)                # both frames taken, nothing owed
-        assert w.call(lambda p: list(p.log), timeout=WAIT) == [("frame", "bad1"), ("frame", "f2")]
+        assert frames_then_idle(w, s, "bad1", "f2") == [("frame", "bad1"), ("frame", "f2")]
         assert w.alive and w.error is None
         assert "frame bad1" in w.last_error and "broken frame" in w.last_error
     finally:
