@@ -2,7 +2,7 @@
 
     python -m bench.ros [--soak-seconds 60] [--demo]
 
-- soak (gags_ros.ros.soak): 640x480 rgb8 at 30 Hz into a mapping node: callback cost per image
+- soak (bench/soak.py): 640x480 rgb8 at 30 Hz into a mapping node: callback cost per image
   (ros_callback_cost_ms_640x480), images lost before the callbacks (ros_callback_drops), resident
   memory growth after warm-up (ros_soak_rss_growth_mb);
 - with --demo (gags_ros.demo on the simulated room): end-to-end latency from a keyframe's arrival at
@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     ap.add_argument("--demo", action="store_true", help="also run the simulated demo for latencies")
     ap.add_argument("--device", default="auto")
     a = ap.parse_args(argv)
-    from gags_ros.ros.soak import soak
+    from bench.soak import soak
 
     r = soak(a.soak_seconds, 30.0, 640, 480)
     rss = [m for _, m in r["rss_mb"]]

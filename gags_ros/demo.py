@@ -103,11 +103,6 @@ def pick_queries(scene_dir: Path, queries: list, n_frames: int, n: int = 6) -> l
     return (by_level["whole"][: max(1, n - 2)] + by_level["part"][:1] + by_level["subpart"][:1])[:n]
 
 
-def box_distance(p: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
-    """Distance from ``p`` to the axis-aligned box (0 inside), metres."""
-    return float(np.linalg.norm(np.maximum(0.0, np.maximum(lo - p, p - hi))))
-
-
 def draw_topdown(path: Path, xyz: Optional[np.ndarray], rgb: Optional[np.ndarray], outcomes: List[QueryOutcome],
                  size: int = 640) -> None:
     """Top-down (x right, y up) picture: map points in their colours, ground-truth boxes in white,
@@ -162,148 +157,52 @@ def run(out: Path, frames: int = 0, rate: float = 4.0, device: str = "auto", n_q
     ensure_profile_env()  # this process publishes / receives camera-sized messages too
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.node import Node
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import PointCloud2
-    from visualization_msgs.msg import MarkerArray
 
-    from gags_ros.core.sim.dataset import generate
-    from gags_ros.msg import MappingStatus
-    from gags_ros.ros.client import call as call_service, wait_until_served
-    from gags_ros.ros.conversions import pointcloud2_from_msg
     from gags_ros.ros.launch_spec import mapping_nodes
     from gags_ros.ros.launcher import start
-    from gags_ros.srv import Query
 
     out = Path(out)
-    scene = out / "scene"
-    if not (scene / "transforms.json").exists():
-        t0 = time.perf_counter()
-        generate(scene, seed=0, preset="small", overwrite=True)
-        log(f"[demo] generated a simulated room in {time.perf_counter() - t0:.1f} s: {scene}")
-    train = [f for f in json.loads((scene / "transforms.json").read_text())["frames"] if f.get("split") == "train"]
-    n_frames = len(train) if frames <= 0 else min(frames, len(train))
-    all_queries = json.loads((scene / "queries.json").read_text())
+    scene, n_frames, all_queries = _scene(out, frames, log)
     queries = pick(scene, all_queries, n_frames) if pick else pick_queries(scene, all_queries, n_frames, n_queries)
-
     params = dict(DEMO_PARAMS, **{"device": device, "teacher.sim_dataset": str(scene.resolve())},
                   **(extra_params or {}))
     replay = [str(scene), "--rate", str(rate), "--max-frames", str(n_frames), "--split", "train",
               "--wait-subscribers", "120"]
     procs = start(mapping_nodes(overrides=params, replay=replay))
     rclpy.init()
-    node = Node("gags_demo")
-    ex = SingleThreadedExecutor()
-    ex.add_node(node)
-    status: List[MappingStatus] = []
-    markers: List[MarkerArray] = []
-    clouds: List[PointCloud2] = []
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    node.create_subscription(MappingStatus, "gags/status", status.append, 10)
-    diagnostics: dict = {}
-    node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diagnostics.update(
-        {kv.key: kv.value for st in m.status for kv in st.values}), 10)
-    node.create_subscription(MarkerArray, "gags/targets", markers.append, latched)
-    node.create_subscription(PointCloud2, "gags/map", clouds.append, latched)
-    client = node.create_client(Query, "gags/query")
+    c = _Client()
     summary: dict = {"frames": n_frames, "params": params}
-    t_start = time.monotonic()
     try:
         # 1. wait until every streamed frame has been taken and its keyframes mapped and distilled
         # (and, when settling, refined).
-        ready = ("idle",) if settle else ("refining", "idle")
-        last_print = 0.0
-        while True:
-            ex.spin_once(timeout_sec=0.2)
-            if any(p.poll() not in (None, 0) for p in procs[:1]):
-                raise RuntimeError("the mapping node exited early (see its output above)")
-            s = status[-1] if status else None
-            replay_done = procs[1].poll() is not None
-            if s is not None and time.monotonic() - last_print > 10:
-                last_print = time.monotonic()
-                log(f"[demo] {time.monotonic() - t_start:5.0f} s  frames {s.frames_received}/{n_frames}  "
-                    f"keyframes {s.keyframes}  Gaussians {s.gaussians}  steps {s.mapping_steps}/{s.language_steps}  "
-                    f"loss rgb {s.loss_rgb:.3f} lang {s.loss_language:.3f}  state {s.state}")
-            if s is not None and replay_done and s.frames_received >= n_frames and s.queue_length == 0 \
-                    and s.state in ready and s.teacher_keyframes > 0:
-                break
-            if time.monotonic() - t_start > timeout:
-                raise TimeoutError(f"mapping did not finish within {timeout} s")
-        s = status[-1]
+        t_start = time.monotonic()
+        s = c.wait_mapped(procs, n_frames, ("idle",) if settle else ("refining", "idle"), timeout, log)
         summary.update(map_seconds=time.monotonic() - t_start, keyframes=s.keyframes, gaussians=s.gaussians,
                        frames_received=s.frames_received, frames_dropped=s.frames_dropped,
                        frames_rejected=s.frames_rejected)
         log(f"[demo] mapped {s.frames_received} frames -> {s.keyframes} keyframes, {s.gaussians} Gaussians "
             f"in {summary['map_seconds']:.0f} s")
-        # 2. queries while the node keeps refining.
-        outcomes: List[QueryOutcome] = []
-        wait_until_served(node, client, Query.Request(text=""), timeout=60, executor=ex)  # see ros.client
-        for q in queries:
-            t0 = time.perf_counter()
-            res = call_service(node, client, Query.Request(text=q["text"], max_targets=3, min_score=0.0),
-                               timeout=60, executor=ex)
-            o = QueryOutcome(q["text"], q["level"], q["box_min"], q["box_max"], res.success, res.message,
-                             latency_ms=1e3 * (time.perf_counter() - t0))
-            _note_targets(o, res)
-            if res.targets:
-                boxes = q.get("boxes") or [[q["box_min"], q["box_max"]]]     # any correct instance
-                o.distance_to_box = min(box_distance(np.asarray(o.centroid), np.asarray(lo), np.asarray(hi))
-                                        for lo, hi in boxes)
-                o.hit = o.distance_to_box == 0.0
-            outcomes.append(o)
+        # 2. queries while the node keeps refining; then objects the room does not hold.
+        outcomes = [c.ask(q["text"], q["level"], q) for q in queries]
         # the last answer's markers before the absent queries replace them (the topic keeps the latest)
-        t_wait = time.monotonic()
         last = outcomes[-1].text if outcomes and outcomes[-1].centroid is not None else None
-        while last and time.monotonic() - t_wait < 5 and \
-                not any(last in m.text for arr in markers for m in arr.markers):
-            ex.spin_once(timeout_sec=0.2)
+        c.spin_until(lambda: not last or any(last in m.text for arr in c.markers for m in arr.markers), 5.0)
         labels = {str(q["text"]).lower() for q in all_queries}
-        absent: List[QueryOutcome] = []
-        for text in (t for t in ABSENT if t not in labels):
-            t0 = time.perf_counter()
-            res = call_service(node, client, Query.Request(text=text, max_targets=3, min_score=0.0),
-                               timeout=60, executor=ex)
-            o = QueryOutcome(text, "absent", [], [], res.success, res.message,
-                             latency_ms=1e3 * (time.perf_counter() - t0))
-            _note_targets(o, res)
-            absent.append(o)
-        t_wait = time.monotonic()
-        while time.monotonic() - t_wait < 5 and not (clouds and markers):
-            ex.spin_once(timeout_sec=0.2)
+        absent = [c.ask(text, "absent") for text in ABSENT if text not in labels]
+        c.spin_until(lambda: bool(c.clouds and c.markers), 5.0)
         # 3. report and pictures.
-        log("")
-        log(f"{'query':28s} {'level':8s} {'hit':4s} {'dist m':>7s} {'score':>6s} {'conf':>5s} {'ms':>6s}  answer")
-        for o in outcomes:
-            log(f"{o.text[:28]:28s} {o.level:8s} {'yes' if o.hit else 'no':4s} {o.distance_to_box:7.2f} "
-                f"{o.score:6.3f} {o.confidence:5.2f} {o.latency_ms:6.0f}  {o.message}")
-        hits = sum(o.hit for o in outcomes)
-        hit1 = 100.0 * hits / max(len(outcomes), 1)
-        log(f"[demo] hit@1 {hits}/{len(outcomes)} = {hit1:.0f} %: first targets inside a ground-truth box")
-        for o in absent:
-            if o.centroid is None:
-                log(f"[demo] absent '{o.text}': {o.message}")
-            else:
-                log(f"[demo] absent '{o.text}': a target at ({', '.join(f'{v:.2f}' for v in o.centroid)}) m with "
-                    f"confidence {o.confidence:.2f} (a false positive: the room has no {o.text})")
-        xyz = rgb = None
-        if clouds:
-            pc = pointcloud2_from_msg(clouds[-1])
-            xyz = np.stack([pc["x"], pc["y"], pc["z"]], 1)
-            packed = pc["rgb"].view(np.uint32)
-            rgb = np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], 1) / 255.0
+        hits = _report(outcomes, absent, log)
+        xyz, rgb = _cloud_points(c.clouds[-1]) if c.clouds else (None, None)
         draw_topdown(out / "topdown.png", xyz, rgb, outcomes)
-        summary.update(hits=hits, hit1=hit1, queries=[vars(o) for o in outcomes],
+        summary.update(hits=hits, hit1=100.0 * hits / max(len(outcomes), 1), queries=[vars(o) for o in outcomes],
                        absent=[vars(o) for o in absent], absent_answered=sum(o.centroid is not None for o in absent),
-                       markers_received=len(markers),
-                       diagnostics=diagnostics,
-                       marker_texts=[m.text for arr in markers for m in arr.markers if m.text])  # every answer's markers
+                       markers_received=len(c.markers), diagnostics=c.diagnostics,
+                       marker_texts=[m.text for arr in c.markers for m in arr.markers if m.text])  # every answer's
         (out / "demo.json").write_text(json.dumps(summary, indent=1, default=float))
         log(f"[demo] pictures and numbers: {out / 'topdown.png'}, {out / 'demo.json'}")
         return summary
     finally:
-        node.destroy_node()
+        c.node.destroy_node()
         rclpy.try_shutdown()
         for p in procs:
             if p.poll() is None:
@@ -313,6 +212,131 @@ def run(out: Path, frames: int = 0, rate: float = 4.0, device: str = "auto", n_q
                 p.wait(15)
             except Exception:  # a stuck child must not hide the demo's own error
                 p.kill()
+
+
+def _scene(out: Path, frames: int, log):
+    """The demo's simulated room in ``out/scene`` (generated once): ``(folder, frames to stream,
+    every query of the scene)``."""
+    from gags_ros.core.sim.dataset import generate
+
+    scene = out / "scene"
+    if not (scene / "transforms.json").exists():
+        t0 = time.perf_counter()
+        generate(scene, seed=0, preset="small", overwrite=True)
+        log(f"[demo] generated a simulated room in {time.perf_counter() - t0:.1f} s: {scene}")
+    train = [f for f in json.loads((scene / "transforms.json").read_text())["frames"] if f.get("split") == "train"]
+    n_frames = len(train) if frames <= 0 else min(frames, len(train))
+    return scene, n_frames, json.loads((scene / "queries.json").read_text())
+
+
+class _Client:
+    """The demo's ROS side (an rclpy node; ``rclpy.init`` first): the node's status, diagnostics,
+    markers and map cloud as they arrive, and the Query service."""
+
+    def __init__(self):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import PointCloud2
+        from visualization_msgs.msg import MarkerArray
+
+        from gags_ros.msg import MappingStatus
+        from gags_ros.srv import Query
+
+        self.node = Node("gags_demo")
+        self.ex = SingleThreadedExecutor()
+        self.ex.add_node(self.node)
+        self.status: List[MappingStatus] = []
+        self.markers: List[MarkerArray] = []
+        self.clouds: List[PointCloud2] = []
+        self.diagnostics: dict = {}
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.node.create_subscription(MappingStatus, "gags/status", self.status.append, 10)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self.diagnostics.update(
+            {kv.key: kv.value for st in m.status for kv in st.values}), 10)
+        self.node.create_subscription(MarkerArray, "gags/targets", self.markers.append, latched)
+        self.node.create_subscription(PointCloud2, "gags/map", self.clouds.append, latched)
+        self.client = self.node.create_client(Query, "gags/query")
+        self._served = False
+
+    def spin_until(self, done, seconds: float) -> None:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds and not done():
+            self.ex.spin_once(timeout_sec=0.2)
+
+    def wait_mapped(self, procs, n_frames: int, ready, timeout: float, log):
+        """The node's status once the replay has ended, every frame was taken, the queue is empty,
+        a teacher output was distilled and the state is in ``ready``; progress every 10 s."""
+        t_start, last_print = time.monotonic(), 0.0
+        while True:
+            self.ex.spin_once(timeout_sec=0.2)
+            if any(p.poll() not in (None, 0) for p in procs[:1]):
+                raise RuntimeError("the mapping node exited early (see its output above)")
+            s = self.status[-1] if self.status else None
+            replay_done = procs[1].poll() is not None
+            if s is not None and time.monotonic() - last_print > 10:
+                last_print = time.monotonic()
+                log(f"[demo] {time.monotonic() - t_start:5.0f} s  frames {s.frames_received}/{n_frames}  "
+                    f"keyframes {s.keyframes}  Gaussians {s.gaussians}  steps {s.mapping_steps}/{s.language_steps}  "
+                    f"loss rgb {s.loss_rgb:.3f} lang {s.loss_language:.3f}  state {s.state}")
+            if s is not None and replay_done and s.frames_received >= n_frames and s.queue_length == 0 \
+                    and s.state in ready and s.teacher_keyframes > 0:
+                return s
+            if time.monotonic() - t_start > timeout:
+                raise TimeoutError(f"mapping did not finish within {timeout} s")
+
+    def ask(self, text: str, level: str, query: Optional[dict] = None) -> QueryOutcome:
+        """Call the Query service for ``text`` (3 targets, no score cut); with the ground-truth
+        ``query``, the first target scored against the box of any correct instance."""
+        from gags_ros.core.sim.metrics import box_distance
+        from gags_ros.ros.client import call as call_service, wait_until_served
+        from gags_ros.srv import Query
+
+        if not self._served:
+            wait_until_served(self.node, self.client, Query.Request(text=""), timeout=60, executor=self.ex)
+            self._served = True
+        t0 = time.perf_counter()
+        res = call_service(self.node, self.client, Query.Request(text=text, max_targets=3, min_score=0.0),
+                           timeout=60, executor=self.ex)
+        o = QueryOutcome(text, level, query["box_min"] if query else [], query["box_max"] if query else [],
+                         res.success, res.message, latency_ms=1e3 * (time.perf_counter() - t0))
+        _note_targets(o, res)
+        if query is not None and res.targets:
+            boxes = query.get("boxes") or [[query["box_min"], query["box_max"]]]     # any correct instance
+            o.distance_to_box = min(box_distance(o.centroid, lo, hi) for lo, hi in boxes)
+            o.hit = o.distance_to_box == 0.0
+        return o
+
+
+def _report(outcomes: List[QueryOutcome], absent: List[QueryOutcome], log) -> int:
+    """Print the answers, hit@1 and the absent objects' answers; returns the hits."""
+    log("")
+    log(f"{'query':28s} {'level':8s} {'hit':4s} {'dist m':>7s} {'score':>6s} {'conf':>5s} {'ms':>6s}  answer")
+    for o in outcomes:
+        log(f"{o.text[:28]:28s} {o.level:8s} {'yes' if o.hit else 'no':4s} {o.distance_to_box:7.2f} "
+            f"{o.score:6.3f} {o.confidence:5.2f} {o.latency_ms:6.0f}  {o.message}")
+    hits = sum(o.hit for o in outcomes)
+    log(f"[demo] hit@1 {hits}/{len(outcomes)} = {100.0 * hits / max(len(outcomes), 1):.0f} %: first targets "
+        f"inside a ground-truth box")
+    for o in absent:
+        if o.centroid is None:
+            log(f"[demo] absent '{o.text}': {o.message}")
+        else:
+            log(f"[demo] absent '{o.text}': a target at ({', '.join(f'{v:.2f}' for v in o.centroid)}) m with "
+                f"confidence {o.confidence:.2f} (a false positive: the room has no {o.text})")
+    return hits
+
+
+def _cloud_points(msg):
+    """``(xyz [N, 3] m, rgb [N, 3] in 0..1)`` of a map PointCloud2 (x, y, z, packed rgb)."""
+    from gags_ros.ros.conversions import pointcloud2_from_msg
+
+    pc = pointcloud2_from_msg(msg)
+    xyz = np.stack([pc["x"], pc["y"], pc["z"]], 1)
+    packed = pc["rgb"].view(np.uint32)
+    return xyz, np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], 1) / 255.0
 
 
 def _note_targets(o: QueryOutcome, res) -> None:

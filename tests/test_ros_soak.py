@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from gags_ros.ros.soak import soak
+from bench.soak import soak
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

@@ -421,15 +421,41 @@ def sample_scene_object(
     interfaces) are dropped. Each is a flat Gaussian in the surface (:func:`_flat_gaussians`,
     ``spacing = sqrt(area / n)``), coloured by the primitive's texture under the ray-caster's light.
     """
-    from ..sim.raycast import texture
-
     ml = map_like
     prims = [scene.primitives[i] for i in scene.primitives_of("whole", [whole_id])]
     if not prims:
         raise ValueError(f"scene {scene.seed} has no object {whole_id}")
+    total_area = float(sum(_area(p) for p in prims))
+    pts, nrms, cols = _object_surface(prims, n, rng)
+    lo, hi = scene.object_aabb(whole_id)
+    keep = _seen_and_cut(ml, pts, nrms, lo, hi, n, rng)
+    pts, nrms, cols = pts[keep], nrms[keep], cols[keep]
+    spacing = math.sqrt(total_area / n)
+    if ml.support > 0:
+        sp, sn, sc = _support_samples(scene, whole_id, prims, int(round(ml.support * n)), rng)
+        pts, nrms, cols = np.concatenate([pts, sp]), np.concatenate([nrms, sn]), np.concatenate([cols, sc])
+    m = len(pts)
+    pts = pts + nrms * rng.normal(0, ml.position_noise * spacing + 1e-12, (m, 1))
+    cols = cols + rng.normal(0, ml.colour_noise + 1e-12, cols.shape)
+    g = _flat_gaussians(pts, nrms, cols, spacing, rng)
+    if ml.fresh_prob > 0 and rng.random() < ml.fresh_prob:
+        iso = g.scales[:, :2].mean(dim=1, keepdim=True).expand(-1, 3).contiguous()
+        g = ObjectGaussians(g.means, torch.tensor([[1.0, 0.0, 0.0, 0.0]]).expand(m, 4).contiguous(), iso,
+                            torch.full((m,), float(rng.uniform(0.05, 0.5))), g.rgb)
+    nf = int(round(ml.floaters * n))
+    if nf > 0:
+        g = ObjectGaussians.cat([g, _floater_gaussians(nf, lo, hi, spacing, rng)])
+    return g
+
+
+def _object_surface(prims, n: int, rng: np.random.Generator):
+    """``n`` (or fewer) surface samples of an object's primitives ``prims``, spread by area, those
+    inside another of its primitives (hidden interfaces) dropped: ``(points [m, 3] m, normals
+    [m, 3], colours [m, 3] in 0..1)``, coloured by the texture under the ray-caster's light."""
+    from ..sim.raycast import texture
+
     areas = np.array([_area(p) for p in prims])
-    total_area = float(areas.sum())
-    counts = rng.multinomial(int(n * 2.5) + 16, areas / total_area)  # oversampled; culled below
+    counts = rng.multinomial(int(n * 2.5) + 16, areas / float(areas.sum()))  # oversampled; culled below
     pts, nrms, cols = [], [], []
     for k, (p, c) in enumerate(zip(prims, counts)):
         if c == 0:
@@ -445,10 +471,14 @@ def sample_scene_object(
         pts.append(world[~hidden]); nrms.append(nw[~hidden]); cols.append(rgb[~hidden])
     pts, nrms, cols = np.concatenate(pts), np.concatenate(nrms), np.concatenate(cols)
     # The same density as n samples over the whole surface, whatever is dropped next.
-    keep_n = min(len(pts), n)
-    sel = rng.permutation(len(pts))[:keep_n]
-    pts, nrms, cols = pts[sel], nrms[sel], cols[sel]
-    lo, hi = scene.object_aabb(whole_id)
+    sel = rng.permutation(len(pts))[:min(len(pts), n)]
+    return pts[sel], nrms[sel], cols[sel]
+
+
+def _seen_and_cut(ml: "MapLike", pts: np.ndarray, nrms: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """``[m]`` bool: the samples a map would hold (``ml``: seen from a viewpoint on the room side,
+    not in a cut-off slab; never fewer than n/4). ``lo`` / ``hi``: the object's box, metres."""
     centre = (lo + hi) / 2
     keep = np.ones(len(pts), dtype=bool)
     if ml.views > 0:
@@ -470,29 +500,19 @@ def sample_scene_object(
         keep &= proj <= thr
     if keep.sum() < n // 4:  # never leave a sliver
         keep[rng.permutation(len(keep))[: n // 4]] = True
-    pts, nrms, cols = pts[keep], nrms[keep], cols[keep]
-    spacing = math.sqrt(total_area / n)
-    if ml.support > 0:
-        sp, sn, sc = _support_samples(scene, whole_id, prims, int(round(ml.support * n)), rng)
-        pts, nrms, cols = np.concatenate([pts, sp]), np.concatenate([nrms, sn]), np.concatenate([cols, sc])
-    m = len(pts)
-    pts = pts + nrms * rng.normal(0, ml.position_noise * spacing + 1e-12, (m, 1))
-    cols = cols + rng.normal(0, ml.colour_noise + 1e-12, cols.shape)
-    g = _flat_gaussians(pts, nrms, cols, spacing, rng)
-    if ml.fresh_prob > 0 and rng.random() < ml.fresh_prob:
-        iso = g.scales[:, :2].mean(dim=1, keepdim=True).expand(-1, 3).contiguous()
-        g = ObjectGaussians(g.means, torch.tensor([[1.0, 0.0, 0.0, 0.0]]).expand(m, 4).contiguous(), iso,
-                            torch.full((m,), float(rng.uniform(0.05, 0.5))), g.rgb)
-    nf = int(round(ml.floaters * n))
-    if nf > 0:
-        fp = rng.uniform(lo, hi, (nf, 3))
-        fq = rng.normal(size=(nf, 4))
-        fq /= np.linalg.norm(fq, axis=1, keepdims=True)
-        fl = np.full((nf, 3), spacing) * np.exp(rng.normal(0, 0.3, (nf, 3)))
-        fo = rng.uniform(0.005, 0.04, nf)
-        fc = rng.uniform(0, 1, (nf, 3))
-        g = ObjectGaussians.cat([g, ObjectGaussians(*(torch.as_tensor(a, dtype=torch.float32) for a in (fp, fq, fl, fo, fc)))])
-    return g
+    return keep
+
+
+def _floater_gaussians(nf: int, lo: np.ndarray, hi: np.ndarray, spacing: float,
+                       rng: np.random.Generator) -> "ObjectGaussians":
+    """``nf`` near-transparent Gaussians (opacity 0.005-0.04) anywhere in the box ``lo``..``hi``."""
+    fp = rng.uniform(lo, hi, (nf, 3))
+    fq = rng.normal(size=(nf, 4))
+    fq /= np.linalg.norm(fq, axis=1, keepdims=True)
+    fl = np.full((nf, 3), spacing) * np.exp(rng.normal(0, 0.3, (nf, 3)))
+    fo = rng.uniform(0.005, 0.04, nf)
+    fc = rng.uniform(0, 1, (nf, 3))
+    return ObjectGaussians(*(torch.as_tensor(a, dtype=torch.float32) for a in (fp, fq, fl, fo, fc)))
 
 
 def scene_objects(

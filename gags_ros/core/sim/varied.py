@@ -20,7 +20,7 @@ Everything is drawn from ``numpy.random.default_rng([seed, 7])`` (the classic ro
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -298,68 +298,71 @@ def _place_on_surface(rng, specs: Sequence[_Spec], T_support: np.ndarray, half: 
 # The room
 # --------------------------------------------------------------------------------------------------
 
-def make_varied_scene(seed: int, structure_labels: Optional[bool] = None) -> Scene:
-    """The varied room of ``seed`` (module doc). ``structure_labels``: whether floor, walls and ceiling
-    carry labels; None = the generator's share (unlabelled when ``seed % 3 == 2``)."""
-    rng = np.random.default_rng([seed, 7])
-    W = float(rng.uniform(3.0, 10.0))
-    D = float(rng.uniform(max(3.0, W / 2.5), min(10.0, W * 2.5)))
-    if rng.random() < 0.5:
-        W, D = D, W
-    room = (W, D, float(rng.uniform(2.4, 3.5)))
-    labelled = (seed % 3 != 2) if structure_labels is None else bool(structure_labels)
-    small = min(W, D)
-    free_r = float(np.clip(0.2 * small, 0.6, 1.6))
-    rig = CameraRig(walk_look=float(np.clip(0.4 * small, 1.2, 3.5)), orbit_look=float(np.clip(0.35 * small, 1.0, 3.0)),
-                    closeup_fallback=True)
-    b = _Builder()
-    _structure(b, rng, room)
-    used: set = set()
-    placed: List[np.ndarray] = []
+@dataclass
+class _Room:
+    """What the placement steps of :func:`make_varied_scene` share: the generator, the room
+    ``(W, D, H)`` metres, the camera's free disc radius, the footprints placed so far and the
+    builder."""
 
-    def add(spec: _Spec, T: np.ndarray) -> None:
-        spec.build(b.obj(spec.category, spec.label, T), rng)
+    seed: int
+    rng: np.random.Generator
+    room: Tuple[float, float, float]
+    free_r: float
+    b: "_Builder"
+    used: set = field(default_factory=set)
+    placed: List[np.ndarray] = field(default_factory=list)
 
-    def floor(spec: _Spec, margin: float = 0.1) -> bool:
-        pose = _place_floor(rng, spec, room, free_r, placed, margin=margin, tries=200)
+    def add(self, spec: "_Spec", T: np.ndarray) -> None:
+        spec.build(self.b.obj(spec.category, spec.label, T), self.rng)
+
+    def floor(self, spec: "_Spec", margin: float = 0.1) -> bool:
+        pose = _place_floor(self.rng, spec, self.room, self.free_r, self.placed, margin=margin, tries=200)
         if pose is not None:
-            add(spec, make_pose(_rot_z(pose[2]), (pose[0], pose[1], 0.0)))
+            self.add(spec, make_pose(_rot_z(pose[2]), (pose[0], pose[1], 0.0)))
         return pose is not None
 
-    area = W * D
-    # Against the walls: big furniture first, then door and painting(s).
+
+def _wall_furniture(r: _Room) -> Optional[Tuple["_Spec", np.ndarray]]:
+    """Against the walls: big furniture first, then door and painting(s); the cabinet (spec, pose)
+    when one was placed."""
+    rng, small, area = r.rng, min(r.room[:2]), r.room[0] * r.room[1]
     wall_specs = []
     for name, f, p in (("sofa", _spec_sofa, 0.6 if small >= 3.5 else 0.25), ("bookshelf", _spec_bookshelf, 0.6),
                        ("cabinet", _spec_cabinet, 0.75)):
         if rng.random() < p:
-            wall_specs.append(_scaled(f(rng, used), rng))
-    wall_specs += [WALL_CATEGORIES["door"](rng, used)] if rng.random() < 0.8 else []
-    wall_specs += [WALL_CATEGORIES["painting"](rng, used) for _ in range(1 + int(area > 40))]
+            wall_specs.append(_scaled(f(rng, r.used), rng))
+    wall_specs += [WALL_CATEGORIES["door"](rng, r.used)] if rng.random() < 0.8 else []
+    wall_specs += [WALL_CATEGORIES["painting"](rng, r.used) for _ in range(1 + int(area > 40))]
     cabinet: Optional[Tuple[_Spec, np.ndarray]] = None
     for spec in wall_specs:
-        pose = _place_wall(rng, spec, room, free_r, placed)
+        pose = _place_wall(rng, spec, r.room, r.free_r, r.placed)
         if pose is None:
             continue
         T = make_pose(_rot_z(pose[2]), (pose[0], pose[1], 0.0))
-        add(spec, T)
+        r.add(spec, T)
         if spec.category == "cabinet":
             cabinet = (spec, T)
+    return cabinet
 
-    # The table with 2-4 identical chairs around it; the footprint reserved for both at once.
-    table = _scaled(_spec_table(rng, used), rng)
-    chair = _frozen(_scaled(_spec_chair(rng, used), rng), rng)
+
+def _table_and_chairs(r: _Room) -> Tuple["_Spec", np.ndarray]:
+    """The table with 2-4 identical chairs around it, the footprint reserved for both at once;
+    returns the table's spec and pose."""
+    rng = r.rng
+    table = _scaled(_spec_table(rng, r.used), rng)
+    chair = _frozen(_scaled(_spec_chair(rng, r.used), rng), rng)
     gap = 0.08
     reach = 2 * chair.half[1] + gap + 0.05
     reserve = replace(table, half=(table.half[0], table.half[1] + reach))
-    pose = _place_floor(rng, reserve, room, free_r, placed, tries=400)
+    pose = _place_floor(rng, reserve, r.room, r.free_r, r.placed, tries=400)
     if pose is None:  # fall back to the bare table (small rooms): chairs are placed where they fit
-        pose = _place_floor(rng, table, room, free_r, placed, tries=400)
+        pose = _place_floor(rng, table, r.room, r.free_r, r.placed, tries=400)
     if pose is None:
-        raise RuntimeError(f"varied scene {seed}: could not place the table")
+        raise RuntimeError(f"varied scene {r.seed}: could not place the table")
     T_table = make_pose(_rot_z(pose[2]), (pose[0], pose[1], 0.0))
-    add(table, T_table)
+    r.add(table, T_table)
     # Chairs may lie in the reserved footprint, not on the table or anything else.
-    others = placed[:-1] + [_rect_corners(pose[0], pose[1], pose[2], table.half[0] + 0.02, table.half[1] + 0.02)]
+    others = r.placed[:-1] + [_rect_corners(pose[0], pose[1], pose[2], table.half[0] + 0.02, table.half[1] + 0.02)]
     L2, W2 = table.half
     xs = (-L2 / 2, L2 / 2) if L2 >= chair.half[0] * 2 + 0.1 else (0.0,)
     slots = [(x, sy) for sy in (1, -1) for x in xs]
@@ -375,54 +378,82 @@ def make_varied_scene(seed: int, structure_labels: Optional[bool] = None) -> Sce
         c = T_table[:2, :2] @ local + T_table[:2, 3]
         yaw = pose[2] + (math.pi if sy > 0 else 0.0)  # the seat's front (+y) faces the table
         rect = _rect_corners(c[0], c[1], yaw, chair.half[0], chair.half[1])
-        if not _footprint_ok(rect, c[0], c[1], yaw, chair.half[0], chair.half[1], room, free_r, others + chair_rects):
+        if not _footprint_ok(rect, c[0], c[1], yaw, chair.half[0], chair.half[1], r.room, r.free_r,
+                             others + chair_rects):
             continue
         chair_rects.append(rect)
-        add(chair, make_pose(_rot_z(yaw), (c[0], c[1], 0.0)))
+        r.add(chair, make_pose(_rot_z(yaw), (c[0], c[1], 0.0)))
         made += 1
-    placed.extend(chair_rects)
-    while made < 2 and floor(chair):  # no room at the table (small rooms): the pair stands elsewhere
+    r.placed.extend(chair_rects)
+    while made < 2 and r.floor(chair):  # no room at the table (small rooms): the pair stands elsewhere
         made += 1
+    return table, T_table
 
-    # On the table: one or two identical mugs, then some of bottle, monitor + keyboard, book, vase.
-    mug = _frozen(_scaled(_spec_mug(rng, used), rng), rng)
+
+def _table_things(r: _Room, table: "_Spec", T_table: np.ndarray) -> None:
+    """On the table: one or two identical mugs, then some of bottle, monitor + keyboard, book, vase."""
+    rng = r.rng
+    mug = _frozen(_scaled(_spec_mug(rng, r.used), rng), rng)
     on_table = [mug] * (2 if rng.random() < 0.6 else 1)
     if rng.random() < 0.5:
-        mon = _scaled(_spec_monitor(rng, used), rng)
+        mon = _scaled(_spec_monitor(rng, r.used), rng)
         on_table.insert(0, mon)
         if rng.random() < 0.7:
-            on_table.insert(1, _scaled(_spec_keyboard(rng, used), rng))
+            on_table.insert(1, _scaled(_spec_keyboard(rng, r.used), rng))
     for name, f, p in (("bottle", _spec_bottle, 0.5), ("book", _spec_book, 0.5), ("vase", _spec_vase, 0.4)):
         if rng.random() < p:
-            on_table.append(_scaled(f(rng, used), rng))
-    _place_on_surface(rng, on_table, T_table, table.half, table.top, add)
+            on_table.append(_scaled(f(rng, r.used), rng))
+    _place_on_surface(rng, on_table, T_table, table.half, table.top, r.add)
 
-    # On the cabinet: one or two small things.
-    if cabinet is not None:
-        spec, T = cabinet
-        pool = [_spec_vase, _spec_book, _spec_cardboard_box, _spec_bottle]
-        picks = [pool[i] for i in rng.choice(len(pool), int(rng.integers(1, 3)), replace=False)]
-        _place_on_surface(rng, [_scaled(f(rng, used), rng) for f in picks], T, (spec.half[0], spec.back), spec.top, add)
 
-    # On the floor: furniture and clutter, more in bigger rooms; sometimes an identical pair.
-    n_floor = int(np.clip(round(area / 6.0), 4, 9))
+def _floor_things(r: _Room) -> None:
+    """On the floor: furniture and clutter, more in bigger rooms; sometimes an identical pair; half
+    the rooms a rug in the free disc, under the cameras."""
+    rng = r.rng
+    n_floor = int(np.clip(round(r.room[0] * r.room[1] / 6.0), 4, 9))
     pool = ["lamp", "potted plant", "ball", "trash bin", "cardboard box", "book"]
     makers = {**FLOOR_CATEGORIES, **NEW_CATEGORIES}
     names = [str(n) for n in rng.choice(pool, min(n_floor, len(pool)), replace=False)]
     names += [str(n) for n in rng.choice(["ball", "cardboard box", "book"], max(0, n_floor - len(pool)))]
     pair = str(rng.choice(["cardboard box", "potted plant"])) if rng.random() < 0.5 else None
     for name in names:
-        spec = _scaled(makers[name](rng, used), rng)
+        spec = _scaled(makers[name](rng, r.used), rng)
         copies = 1
         if name == pair:
             spec, copies, pair = _frozen(spec, rng), 2, None
         for _ in range(copies):
-            floor(spec)
-    if rng.random() < 0.5:  # flat: lies in the free disc, under the cameras
-        rug = _scaled(FLOOR_CATEGORIES["rug"](rng, used), rng)
-        add(rug, make_pose(_rot_z(rng.uniform(0, math.pi)), (*rng.uniform(-0.3, 0.3, 2), 0.0)))
+            r.floor(spec)
+    if rng.random() < 0.5:
+        rug = _scaled(FLOOR_CATEGORIES["rug"](rng, r.used), rng)
+        r.add(rug, make_pose(_rot_z(rng.uniform(0, math.pi)), (*rng.uniform(-0.3, 0.3, 2), 0.0)))
 
-    scene = Scene(seed, room, b.primitives, b.labels, b.objects, free_r, "varied", True, rig)
+
+def make_varied_scene(seed: int, structure_labels: Optional[bool] = None) -> Scene:
+    """The varied room of ``seed`` (module doc). ``structure_labels``: whether floor, walls and ceiling
+    carry labels; None = the generator's share (unlabelled when ``seed % 3 == 2``)."""
+    rng = np.random.default_rng([seed, 7])
+    W = float(rng.uniform(3.0, 10.0))
+    D = float(rng.uniform(max(3.0, W / 2.5), min(10.0, W * 2.5)))
+    if rng.random() < 0.5:
+        W, D = D, W
+    room = (W, D, float(rng.uniform(2.4, 3.5)))
+    labelled = (seed % 3 != 2) if structure_labels is None else bool(structure_labels)
+    small = min(W, D)
+    free_r = float(np.clip(0.2 * small, 0.6, 1.6))
+    rig = CameraRig(walk_look=float(np.clip(0.4 * small, 1.2, 3.5)), orbit_look=float(np.clip(0.35 * small, 1.0, 3.0)),
+                    closeup_fallback=True)
+    r = _Room(seed, rng, room, free_r, _Builder())
+    _structure(r.b, rng, room)
+    cabinet = _wall_furniture(r)
+    _table_things(r, *_table_and_chairs(r))
+    if cabinet is not None:   # on the cabinet: one or two small things
+        spec, T = cabinet
+        pool = [_spec_vase, _spec_book, _spec_cardboard_box, _spec_bottle]
+        picks = [pool[i] for i in rng.choice(len(pool), int(rng.integers(1, 3)), replace=False)]
+        _place_on_surface(rng, [_scaled(f(rng, r.used), rng) for f in picks], T, (spec.half[0], spec.back), spec.top,
+                          r.add)
+    _floor_things(r)
+    scene = Scene(seed, room, r.b.primitives, r.b.labels, r.b.objects, free_r, "varied", True, rig)
     if not labelled:
         _drop_structure_labels(scene)
     return scene
