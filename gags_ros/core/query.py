@@ -71,6 +71,7 @@ import numpy as np
 import torch
 
 from . import calibration
+from .timing import StageTimer
 from .language import coverage
 from .language.field import autocast_dtype, render_channels
 
@@ -522,7 +523,7 @@ class QueryEngine:
             for r in results:
                 r.reason = why
             return results
-        clock = _Clock(gaussians.params["features"].device, self.sync_timings)
+        clock = StageTimer(gaussians.params["features"].device, sync=self.sync_timings)
         with torch.no_grad():
             means = gaussians.params["means"].detach()
             opac = gaussians.opacities.detach()
@@ -557,7 +558,7 @@ class QueryEngine:
 
     def _targets_for(self, res: QueryResult, means: torch.Tensor, eligible: torch.Tensor,
                      raw: torch.Tensor, norm: torch.Tensor, max_targets: int, min_score: float,
-                     clock: "_Clock", quantiles: Tuple[float, float] = (0.0, 0.0),
+                     clock: StageTimer, quantiles: Tuple[float, float] = (0.0, 0.0),
                      opacity: Optional[torch.Tensor] = None, unit: float = 1.0) -> None:
         """Fills ``res`` from the raw ``[n]`` and min-max normalised ``[n]`` relevancy of the
         ``eligible`` Gaussians (``quantiles``: the median and 0.9 quantile of ``raw``, for the
@@ -642,7 +643,7 @@ class QueryEngine:
 
 
     def _peak_targets(self, res: QueryResult, pts: torch.Tensor, raw: torch.Tensor, gidx: torch.Tensor,
-                      max_targets: int, min_score: float, clock: "_Clock",
+                      max_targets: int, min_score: float, clock: StageTimer,
                       quantiles: Tuple[float, float] = (0.0, 0.0), share: float = 1.0) -> None:
         """``targets=peak``: the selected Gaussians' centres ``pts`` ``[K, 3]`` (metres), raw
         relevancy ``raw`` ``[K]`` and map indices ``gidx`` ``[K]`` -> targets anchored at relevancy
@@ -698,7 +699,7 @@ class QueryEngine:
 
 
     def _mass_targets(self, res: QueryResult, pts: torch.Tensor, raw: torch.Tensor, weight: torch.Tensor,
-                      gidx: torch.Tensor, max_targets: int, min_score: float, clock: "_Clock",
+                      gidx: torch.Tensor, max_targets: int, min_score: float, clock: StageTimer,
                       quantiles: Tuple[float, float] = (0.0, 0.0), share: float = 1.0, unit: float = 1.0) -> None:
         """``targets=mass``: targets at the peaks of *relevant mass*. The selected Gaussians'
         centres ``pts`` ``[K, 3]`` (metres), raw relevancy ``raw`` ``[K]``, weights ``weight``
@@ -798,27 +799,6 @@ def _peak_statistics(pts: np.ndarray, raw: np.ndarray, labels: np.ndarray, n: in
     score = np.bincount(labels, weights=w * raw, minlength=n) / m
     location = np.stack([np.bincount(labels, weights=w * pts[:, k], minlength=n) for k in range(3)], axis=1) / m[:, None]
     return score, location, m
-
-
-class _Clock:
-    """Stage timer of a query: seconds since the last lap, synchronising the device first when
-    ``sync`` (exact per-stage times for profiling; off by default, as syncs cost time)."""
-
-    def __init__(self, device: torch.device, sync: bool):
-        self.device = torch.device(device)
-        self.sync = sync and self.device.type == "cuda"
-        self._sync()
-        self.t = time.perf_counter()
-
-    def _sync(self):
-        if self.sync:
-            torch.cuda.synchronize(self.device)
-
-    def lap(self) -> float:
-        self._sync()
-        now = time.perf_counter()
-        dt, self.t = now - self.t, now
-        return dt
 
 
 # ------------------------------------------------------------------------------------------------

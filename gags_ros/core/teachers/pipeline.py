@@ -14,39 +14,15 @@ mask. GAGS paints its level maps the same way (largest first).
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
-from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 
 from ..types import Frame
 from .base import LEVELS, Embedder, LevelMasks, Segmenter, TeacherOutput
+from ..timing import StageTimer  # noqa: F401  (teachers' timer; re-exported)
 from .prompts import PromptSampler
-
-
-class StageTimer:
-    """Wall-clock seconds per named stage, accumulated; synchronises CUDA around each stage so that
-    asynchronous kernels are charged to the stage that launched them."""
-
-    def __init__(self, device: str | torch.device):
-        self.device = torch.device(device)
-        self.seconds: Dict[str, float] = {}
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    @contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        self._sync()
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._sync()
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
 def paint_level(masks: torch.Tensor, first_id: int = 0, chunk: int = 64) -> torch.Tensor:
