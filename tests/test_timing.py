@@ -14,8 +14,8 @@ def test_stages_accumulate_and_laps_split_the_time():
     with t("targets"):
         pass
     assert set(t.seconds) == {"decode", "targets"}
-    assert t.seconds["decode"] >= 0.02 > t.seconds["targets"]
+    assert t.seconds["decode"] >= 0.02 and t.seconds["targets"] >= 0.0
     first = t.lap()
     time.sleep(0.01)
     second = t.lap()
-    assert first >= 0.02 and 0.01 <= second < first
+    assert first >= 0.02 and second >= 0.01          # lower bounds only: a loaded machine adds time
