@@ -187,11 +187,11 @@ class GagsPipeline:
             t0 = time.perf_counter()
             if self._owed_mapping > 0:
                 n = min(self.CHUNK, self._owed_mapping)
-                self._note_mapping(self.mapper.step(n), time.perf_counter() - t0)
+                self._note("mapping", self.mapper.step(n), time.perf_counter() - t0)
                 self._owed_mapping -= n
             elif self._owed_language > 0:
                 n = min(self.CHUNK, self._owed_language)
-                self._note_language(self.distiller.step(n), time.perf_counter() - t0)
+                self._note("language", self.distiller.step(n), time.perf_counter() - t0)
                 self._owed_language -= n
                 if self._owed_language == 0 and getattr(self, "_arrived", None) is not None:
                     # The last keyframe's contribution is distilled: it answers queries from now on.
@@ -201,9 +201,9 @@ class GagsPipeline:
             self._stats.state = "idle"
             return False
         self._stats.state = "refining"
-        self._note_mapping(self.mapper.step(self.CHUNK), 0.0)
+        self._note("mapping", self.mapper.step(self.CHUNK), 0.0)
         if self.distiller is not None and self.distiller.teacher_keyframes:
-            self._note_language(self.distiller.step(self.CHUNK), 0.0)
+            self._note("language", self.distiller.step(self.CHUNK), 0.0)
         self._idle_steps += self.CHUNK
         return True
 
@@ -212,21 +212,20 @@ class GagsPipeline:
         while self.owes_work() and self.idle_step():
             pass
 
-    def _note_mapping(self, losses: dict, seconds: float) -> None:
-        s = self._stats
-        s.mapping_steps = int(losses.get("steps_total", s.mapping_steps))
-        if "loss" in losses:
-            s.loss_rgb = float(losses["loss"])
-        if seconds:
-            s.timings["mapping_s"] = seconds
+    # optimiser -> (steps counter, loss, timing key) in the stats
+    _NOTES = {"mapping": ("mapping_steps", "loss_rgb", "mapping_s"),
+              "language": ("language_steps", "loss_language", "distill_s")}
 
-    def _note_language(self, losses: dict, seconds: float) -> None:
+    def _note(self, which: str, losses: dict, seconds: float) -> None:
+        """Record a chunk of ``which`` ("mapping" / "language") steps: total steps, last loss and
+        (when nonzero) the chunk's seconds."""
+        steps, loss, timing = self._NOTES[which]
         s = self._stats
-        s.language_steps = int(losses.get("steps_total", s.language_steps))
+        setattr(s, steps, int(losses.get("steps_total", getattr(s, steps))))
         if "loss" in losses:
-            s.loss_language = float(losses["loss"])
+            setattr(s, loss, float(losses["loss"]))
         if seconds:
-            s.timings["distill_s"] = seconds
+            s.timings[timing] = seconds
 
     def stats(self) -> dict:
         s = self._stats
@@ -393,8 +392,8 @@ class GagsPipeline:
             return {}
         self._stats.state = "refining"
         out = self.mapper.refine(steps)
-        self._note_mapping(out, 0.0)
+        self._note("mapping", out, 0.0)
         if self.distiller is not None and self.distiller.teacher_keyframes:
-            self._note_language(self.distiller.step(steps or self.cfg.mapping.final_refine_steps), 0.0)
+            self._note("language", self.distiller.step(steps or self.cfg.mapping.final_refine_steps), 0.0)
         self._stats.state = "idle"
         return out
