@@ -14,7 +14,7 @@ from gags_ros.core.clipgs import objects as ob
 from gags_ros.core.clipgs import tokenizer as tk
 from gags_ros.core.clipgs.classify import (MapObject, classification_metrics, classify, language_clusters,
                                            retrieval_metrics, retrieve)
-from gags_ros.core.clipgs.encoder import ClipGSConfig, ClipGSEncoder, load_encoder, load_image_tower, save_encoder
+from gags_ros.core.clipgs.encoder import EncoderConfig, ClipGSEncoder, load_encoder, load_image_tower, save_encoder
 from gags_ros.core.clipgs.text import TextEmbedder
 from gags_ros.core.clipgs.train import (TrainConfig, build_triplets, embed_views, encode_attrs, image_voting_infonce,
                                         text_infonce, train_encoder, train_image_tower)
@@ -34,7 +34,7 @@ def fake_text(texts):
     return torch.stack(out)
 
 
-TINY = ClipGSConfig(embed_dim=32, width=32, depth=1, heads=2, mlp_ratio=2.0, num_patches=8, patch_size=8,
+TINY = EncoderConfig(embed_dim=32, width=32, depth=1, heads=2, mlp_ratio=2.0, num_patches=8, patch_size=8,
                     budget=64, pointnet_width=8)
 
 
@@ -248,7 +248,7 @@ def test_encoder_output_shape_and_norm(chair):
     assert torch.allclose(enc.encode_objects(_batch(chair)), z, atol=1e-5)
     # Same object moved/scaled/turned -> same embedding (canonicalisation before the network).
     assert torch.allclose(z[0], z[2], atol=1e-4) and torch.allclose(z[0], z[3], atol=1e-4)
-    point = ClipGSEncoder(ClipGSConfig(**{**TINY.__dict__, "attributes": "xyzrgb", "tokenizer": "point"})).eval()
+    point = ClipGSEncoder(EncoderConfig(**{**TINY.__dict__, "attributes": "xyzrgb", "tokenizer": "point"})).eval()
     with torch.no_grad():
         assert point(x).shape == (4, 32)
         assert torch.allclose(point(x), point(x[..., :6]))  # only xyz+rgb are read

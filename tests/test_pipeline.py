@@ -93,12 +93,12 @@ def test_save_load_answers_identically_and_reset(mapped, scene, tmp_path):
 
 
 def test_clipgs_classify_and_retrieve(mapped, tmp_path):
-    from gags_ros.core.clipgs.encoder import ClipGSConfig, ClipGSEncoder, save_encoder
+    from gags_ros.core.clipgs.encoder import EncoderConfig, ClipGSEncoder, save_encoder
 
     with pytest.raises(NoMapError, match="clipgs.encoder_path"):
         mapped.classify_objects()
     torch.manual_seed(0)
-    enc = ClipGSEncoder(ClipGSConfig(width=32, depth=1, heads=2, num_patches=8, patch_size=8, budget=64,
+    enc = ClipGSEncoder(EncoderConfig(width=32, depth=1, heads=2, num_patches=8, patch_size=8, budget=64,
                                      pointnet_width=16))
     path = save_encoder(tmp_path / "enc.pt", enc)
     set_value(mapped.cfg, "clipgs.encoder_path", str(path))

@@ -139,9 +139,9 @@ def test_old_encoder_files_convert_once_without_running_code(tmp_path):
     command reads them with only numpy's scalar types allowed, and the result loads weights-only."""
     import numpy as np
 
-    from gags_ros.core.clipgs.encoder import ClipGSConfig, ClipGSEncoder, FORMAT, FORMAT_VERSION, convert, load_encoder
+    from gags_ros.core.clipgs.encoder import EncoderConfig, ClipGSEncoder, FORMAT, FORMAT_VERSION, convert, load_encoder
 
-    enc = ClipGSEncoder(ClipGSConfig(width=32, depth=1, heads=2, embed_dim=8, num_patches=4, patch_size=8,
+    enc = ClipGSEncoder(EncoderConfig(width=32, depth=1, heads=2, embed_dim=8, num_patches=4, patch_size=8,
                                      budget=32, pointnet_width=8))
     old = tmp_path / "old.pt"
     torch.save({"format": FORMAT, "version": FORMAT_VERSION, "config": enc.cfg.__dict__,

@@ -7,8 +7,8 @@ against text and rendered views (:mod:`.train`), and then classify and retrieve 
 without rendering (:mod:`.classify`). See docs/clipgs.md.
 """
 
-from .encoder import ClipGSConfig, ClipGSEncoder, load_encoder, save_encoder
+from .encoder import EncoderConfig, ClipGSEncoder, load_encoder, save_encoder
 from .objects import ATTR_DIM, Canonical, ObjectGaussians, attributes, canonicalize, object_from_map
 
-__all__ = ["ATTR_DIM", "Canonical", "ClipGSConfig", "ClipGSEncoder", "ObjectGaussians", "attributes",
+__all__ = ["ATTR_DIM", "Canonical", "EncoderConfig", "ClipGSEncoder", "ObjectGaussians", "attributes",
            "canonicalize", "load_encoder", "object_from_map", "save_encoder"]

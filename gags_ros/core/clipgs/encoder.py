@@ -35,7 +35,7 @@ from torch.nn import functional as F
 from .objects import ATTR_DIM, ObjectGaussians, attributes, canonicalize
 from .tokenizer import ORDERS, GSTokenizer
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ClipGSConfig", "ClipGSEncoder", "save_encoder", "load_encoder",
+__all__ = ["FORMAT", "FORMAT_VERSION", "EncoderConfig", "ClipGSEncoder", "save_encoder", "load_encoder",
            "load_image_tower", "convert"]
 
 FORMAT = "gags_ros.clipgs"
@@ -43,8 +43,9 @@ FORMAT_VERSION = 1
 
 
 @dataclass
-class ClipGSConfig:
-    """Shape of one encoder (everything needed to rebuild it before loading weights).
+class EncoderConfig:
+    """Shape of one encoder (everything needed to rebuild it before loading weights). Not the node's
+    ``clipgs`` parameters (``gags_ros.core.config.ClipGSConfig``: services, vocabulary, proposals).
 
     ``attributes``: "all" (the 19-d vector) or "xyzrgb" (point-cloud baseline).
     ``tokenizer``: "gs" (both branches + serialisation orders) or "point" (one mini PointNet over
@@ -73,14 +74,14 @@ class ClipGSConfig:
 
     def __post_init__(self) -> None:
         if self.attributes not in ("all", "xyzrgb"):
-            raise ValueError(f"ClipGSConfig.attributes must be 'all' or 'xyzrgb', got {self.attributes!r}")
+            raise ValueError(f"EncoderConfig.attributes must be 'all' or 'xyzrgb', got {self.attributes!r}")
         if self.tokenizer not in ("gs", "point"):
-            raise ValueError(f"ClipGSConfig.tokenizer must be 'gs' or 'point', got {self.tokenizer!r}")
+            raise ValueError(f"EncoderConfig.tokenizer must be 'gs' or 'point', got {self.tokenizer!r}")
         if self.patch_size > self.budget or self.num_patches > self.budget:
-            raise ValueError(f"ClipGSConfig: patches ({self.num_patches} x {self.patch_size}) need at most "
+            raise ValueError(f"EncoderConfig: patches ({self.num_patches} x {self.patch_size}) need at most "
                              f"budget={self.budget} Gaussians each")
         if self.width % self.heads:
-            raise ValueError(f"ClipGSConfig: width {self.width} is not divisible by heads {self.heads}")
+            raise ValueError(f"EncoderConfig: width {self.width} is not divisible by heads {self.heads}")
 
     @property
     def attr_dim(self) -> int:
@@ -90,7 +91,7 @@ class ClipGSConfig:
 class ClipGSEncoder(nn.Module):
     """``[B, N, 19]`` canonical attributes -> ``[B, embed_dim]`` unit embeddings."""
 
-    def __init__(self, cfg: ClipGSConfig):
+    def __init__(self, cfg: EncoderConfig):
         super().__init__()
         self.cfg = cfg
         gs = cfg.tokenizer == "gs"
@@ -244,11 +245,11 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> Tuple[
     """``(encoder in eval mode on device, meta)`` from a file written by :func:`save_encoder`."""
     path = Path(path)
     blob = _read(path)
-    known = {f.name for f in dataclasses.fields(ClipGSConfig)}
+    known = {f.name for f in dataclasses.fields(EncoderConfig)}
     unknown = set(blob["config"]) - known
     if unknown:
         raise ValueError(f"{path}: unknown config fields {sorted(unknown)}")
-    enc = ClipGSEncoder(ClipGSConfig(**blob["config"]))
+    enc = ClipGSEncoder(EncoderConfig(**blob["config"]))
     enc.load_state_dict(blob["state"])
     return enc.to(device).eval(), blob.get("meta", {})
 

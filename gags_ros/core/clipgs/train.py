@@ -44,7 +44,7 @@ import torch
 from torch.nn import functional as F
 
 from .classify import classification_metrics, render_and_embed, retrieval_metrics
-from .encoder import ClipGSConfig, ClipGSEncoder, save_encoder
+from .encoder import EncoderConfig, ClipGSEncoder, save_encoder
 from .objects import ObjectGaussians, attributes, canonicalize, scene_objects
 from .text import TextEmbedder, TextFn
 from .views import VIEW_KINDS, ImageTower, render_views, view_cameras
@@ -63,7 +63,7 @@ class TrainConfig:
     object is an instance never seen in training (its categories and label words are shared).
     """
 
-    encoder: ClipGSConfig = field(default_factory=ClipGSConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
     seed: int = 0
     device: str = "cpu"
     renderer: str = "auto"           # render.make_renderer name for the views
@@ -91,7 +91,7 @@ class TrainConfig:
 def quick_config(seed: int = 0, device: str = "cpu") -> TrainConfig:
     """Small model and data for a 2-core CPU (minutes): 256 Gaussians, 32 patches of 16,
     2 layers x 96 wide; 32x32 views."""
-    enc = ClipGSConfig(width=96, depth=2, heads=4, mlp_ratio=2.0, num_patches=32, patch_size=16, budget=256,
+    enc = EncoderConfig(width=96, depth=2, heads=4, mlp_ratio=2.0, num_patches=32, patch_size=16, budget=256,
                        pointnet_width=32)
     return TrainConfig(encoder=enc, seed=seed, device=device, train_scenes=40, test_scenes=12, views=5,
                        view_size=32, steps=200, batch_size=32, lr=1e-3, warmup=15, tower_steps=300,
@@ -287,7 +287,7 @@ def _augment(attrs: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 def train_encoder(
-    enc_cfg: ClipGSConfig,
+    enc_cfg: EncoderConfig,
     trip: Triplets,
     view_emb: Optional[torch.Tensor],   # [M, K, E] frozen image-tower embeddings (None: text loss only)
     cfg: TrainConfig,
