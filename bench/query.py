@@ -119,7 +119,7 @@ def build_map(n: int, device: torch.device, seed: int, plant_steps: int, object_
     feats = codes[ids.clamp_min(0)].clone()
     feats[ids < 0] = codes[-1]
     feats += 0.05 * torch.randn(feats.shape, generator=gen).to(device)
-    g.params["features"] = torch.nn.Parameter(feats.contiguous())
+    g.set_features(feats)
     return g, field, texts, canon, ids
 
 
@@ -248,7 +248,7 @@ def profile_query(args, device):
     eng = QueryEngine(qcfg, encoder)
     one = texts[:1]
     reps = args.repeats
-    feats = g.params["features"].detach()
+    feats = g.features.detach()
     if device.type == "cuda":
         try:
             x = torch.ones(64, 64, device=device, dtype=torch.bfloat16)

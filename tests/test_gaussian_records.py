@@ -220,3 +220,22 @@ def test_pipeline_min_depth_record_follows_split_and_prune():
                             torch.ones(intr.height, intr.width))  # no update, just the record's use
     assert got.min_depth.shape == (intr.height, intr.width)
     torch.testing.assert_close(p.min_depth.values, want, rtol=0, atol=0)
+
+
+def test_features_are_read_and_replaced_through_the_map():
+    import torch
+
+    from gags_ros.core.gaussians import GaussianMap
+
+    g = GaussianMap.from_points(torch.zeros(5, 3), torch.zeros(5, 3), 0.01)
+    with pytest.raises(KeyError, match="no language latents"):
+        g.features
+    g.set_features(torch.ones(5, 4))
+    param = g.features
+    assert param.shape == (5, 4) and param.requires_grad
+    g.set_features(torch.full((5, 4), 2.0))            # same shape: the same parameter, new values
+    assert g.features is param and torch.all(param == 2.0)
+    g.set_features(torch.zeros(5, 8), trainable=False)  # another width: a new parameter
+    assert g.features.shape == (5, 8) and not g.features.requires_grad
+    with pytest.raises(ValueError, match="3 Gaussians, the map has 5"):
+        g.set_features(torch.zeros(3, 8))

@@ -128,6 +128,27 @@ class GaussianMap:
     def has_features(self) -> bool:
         return "features" in self.params
 
+    @property
+    def features(self) -> torch.Tensor:
+        """``[N, F]`` language latents (the distiller's parameter; KeyError when the map has none)."""
+        if "features" not in self.params:
+            raise KeyError("this map has no language latents (language.enabled off, or not distilled yet)")
+        return self.params["features"]
+
+    def set_features(self, values: torch.Tensor, trainable: bool = True) -> None:
+        """Replace the language latents by ``values`` ``[N, F]`` (copied in place when the shape
+        matches, so an optimiser holding the parameter keeps it; a new parameter otherwise)."""
+        if values.shape[0] != len(self):
+            raise ValueError(f"features for {values.shape[0]} Gaussians, the map has {len(self)}")
+        cur = self.params["features"] if "features" in self.params else None
+        if cur is not None and cur.shape == values.shape:
+            with torch.no_grad():
+                cur.data.copy_(values.to(cur.device, cur.dtype))
+        else:
+            dev = self.params["means"].device
+            self.params["features"] = torch.nn.Parameter(values.detach().float().to(dev).contiguous(),
+                                                         requires_grad=trainable)
+
     # Activated views (no copies of the graph beyond the activation itself).
     @property
     def means(self) -> torch.Tensor:

@@ -146,7 +146,7 @@ def load_map(path: str | os.PathLike, device: str | torch.device = "cpu"
         except (KeyError, TypeError, ValueError, RuntimeError) as e:  # RuntimeError: shape mismatch
             raise MapFormatError(f"{path}: language field unreadable: {type(e).__name__}: {e}") from None
         field = field.to(device).eval()
-        if gaussians.has_features and gaussians.params["features"].shape[1] != field.feature_dim:
+        if gaussians.has_features and gaussians.features.shape[1] != field.feature_dim:
             raise MapFormatError(f"{path}: latents have {gaussians.params['features'].shape[1]} channels, "
                                  f"the field expects {field.feature_dim}")
     cfg = _config_from(data.get("config") or {}, path)

@@ -377,7 +377,7 @@ class GagsPipeline:
         if field is not None and "features" in state:
             self._ensure_language()
             with mapper.lock:
-                mapper.gaussians.params["features"].data.copy_(state["features"].to(self.device))
+                mapper.gaussians.set_features(state["features"])
             self.distiller.load_field(field)
             self._has_language = True
         return len(mapper.gaussians)

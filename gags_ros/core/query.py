@@ -415,7 +415,7 @@ class QueryEngine:
     def gaussian_relevancy(self, gaussians, field, text_emb: torch.Tensor,
                            index: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``[n, T]`` raw relevancy of the Gaussians ``index`` (all when None) to ``text_emb``."""
-        return self.latent_relevancy(field, gaussians.params["features"].detach(), text_emb, index)
+        return self.latent_relevancy(field, gaussians.features.detach(), text_emb, index)
 
     def relevancy_image(self, renderer, gaussians, field, T_world_cam, intrinsics,
                         texts: Sequence[str], unknown: Optional[float] = None) -> torch.Tensor:
@@ -431,7 +431,7 @@ class QueryEngine:
         why = self._map_problem(gaussians, field)
         if why:
             raise ValueError(f"no relevancy image: {why}")
-        feats = gaussians.params["features"].detach()
+        feats = gaussians.features.detach()
         dev = feats.device
         emb = self.encode(texts, dev)
         with torch.no_grad():
@@ -476,7 +476,7 @@ class QueryEngine:
         todo = [i for i, r in enumerate(results) if not r.reason]
         if not todo:
             return results
-        dev = gaussians.params["features"].device
+        dev = gaussians.features.device
         t0 = time.perf_counter()
         emb = self.encode([texts[i] for i in todo], dev)
         if emb.shape[-1] != field.embed_dim:
@@ -523,7 +523,7 @@ class QueryEngine:
             for r in results:
                 r.reason = why
             return results
-        clock = StageTimer(gaussians.params["features"].device, sync=self.sync_timings)
+        clock = StageTimer(gaussians.features.device, sync=self.sync_timings)
         with torch.no_grad():
             means = gaussians.params["means"].detach()
             opac = gaussians.opacities.detach()

@@ -188,7 +188,7 @@ def language_clusters(
     eligible = torch.nonzero(gmap.opacities.detach() >= min_opacity).squeeze(1)
     if eligible.numel() == 0:
         return []
-    feats = gmap.params["features"].detach()[eligible]
+    feats = gmap.features.detach()[eligible]
     emb = torch.cat([field.decode(feats[i:i + chunk]).float() for i in range(0, len(feats), chunk)])
     order = torch.argsort(gmap.opacities.detach()[eligible], descending=True)
     group = torch.full((len(eligible),), -1, dtype=torch.long, device=dev)

@@ -6,7 +6,7 @@
   resolution (mask ids resized by nearest neighbour, embeddings kept in float16 on the device);
 - ``step(n)`` runs ``n`` optimisation steps. Each samples a keyframe that has a teacher output
   (keyframes whose output just arrived first, then uniformly), renders the latents
-  ``gaussians.params["features"]`` with geometry detached (no gradient reaches means, scales,
+  ``gaussians.features`` with geometry detached (no gradient reaches means, scales,
   rotations, opacities or colours, and nothing here densifies), decodes them per pixel and applies
   the losses of :mod:`.losses` with the schedule of Eq. 7 over ``LanguageConfig.total_steps``
   counted across all calls; then it steps the latents' Adam (``mapper.optimizers["features"]``,
@@ -41,7 +41,7 @@ FEATURES = "features"
 
 
 class Distiller:
-    """Distils teacher outputs into ``mapper.gaussians.params["features"]`` and a :class:`LanguageField`.
+    """Distils teacher outputs into ``mapper.gaussians.features`` and a :class:`LanguageField`.
 
     ``mapper``: provides ``gaussians`` (GaussianMap), ``keyframes`` (objects with ``index``,
     ``T_world_cam`` [4, 4] camera-to-world, ``intrinsics``), ``optimizers`` (dict of Adam per

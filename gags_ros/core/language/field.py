@@ -1,6 +1,6 @@
 """The language field: per-Gaussian latents and the two decoders of GAGS (section 2).
 
-Each Gaussian carries a ``feature_dim``-d latent (``gaussians.params["features"]``, 16 by default),
+Each Gaussian carries a ``feature_dim``-d latent (``gaussians.features``, 16 by default),
 rendered by the same rasterizer as colour. Two per-pixel MLPs read the rendered latents:
 
 - :class:`FeatureDecoder` D_f: latent -> unit-norm embedding in the teacher's space (512-d for

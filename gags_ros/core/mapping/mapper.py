@@ -26,7 +26,7 @@ from gsplat.strategy.ops import remove
 
 from ..camera import invert_pose
 from ..config import GagsConfig
-from ..gaussians import GaussianMap, rgb_to_sh0
+from ..gaussians import GEOMETRY_KEYS, GaussianMap, rgb_to_sh0
 from ..ply import write_gaussians_ply
 from ..render import Renderer, RenderOutput
 from ..types import Frame, Intrinsics, check_rigid
@@ -143,6 +143,16 @@ class Mapper:
             p = torch.nn.Parameter(init.detach().to(self.device, torch.float32).contiguous())
             self.gaussians.params[name] = p
             self.optimizers[name] = torch.optim.Adam([p], lr=lr, eps=1e-15)
+
+    def remove_param(self, name: str) -> None:
+        """Drop the per-Gaussian parameter ``name`` of :meth:`add_param` and its optimizer (e.g. the
+        language latents, so that a new Distiller starts from fresh ones); geometry cannot be."""
+        with self.lock:
+            if name in GEOMETRY_KEYS:
+                raise ValueError(f"{name!r} is geometry, not an added parameter")
+            if name in self.gaussians.params:
+                del self.gaussians.params[name]
+            self.optimizers.pop(name, None)
 
     def add_gaussians(self, new: Dict[str, torch.Tensor]) -> int:
         """Append Gaussians given as raw parameters (``{"means": [M, 3], "scales": [M, 3] log m,
@@ -341,7 +351,7 @@ class Mapper:
         elif channels in ("features", "rgb+features"):
             if not g.has_features:
                 raise ValueError("the map has no 'features' parameter yet")
-            f = g.params["features"]
+            f = g.features
             colors, bg = f, torch.zeros(f.shape[1], device=self.device)
             if channels == "rgb+features":
                 colors, bg = torch.cat([g.colors, f], 1), torch.cat([self.background, bg])

@@ -261,12 +261,12 @@ def _set_latents(mapper, latents) -> None:
     import torch
 
     with mapper.lock, torch.no_grad():
-        mapper.gaussians.params["features"].data.copy_(latents)
+        mapper.gaussians.set_features(latents)
 
 
 def online_variant(pipeline) -> Variant:
     """The map's own latents and field after streaming (variant ``gad_online``)."""
-    feats = pipeline.mapper.gaussians.params["features"].detach().clone()
+    feats = pipeline.mapper.gaussians.features.detach().clone()
     return Variant(ONLINE, feats, pipeline.distiller.field)
 
 
@@ -286,10 +286,7 @@ def distill_offline(pipeline, cfg, mode: str, steps: int) -> Variant:
     mapper, online = pipeline.mapper, pipeline.distiller
     cfg_m = copy.deepcopy(cfg)
     cfg_m.language.mode = mode
-    with mapper.lock:
-        # A Distiller registers fresh latents only when the map has none.
-        del mapper.gaussians.params["features"]
-        mapper.optimizers.pop("features", None)
+    mapper.remove_param("features")   # a Distiller registers fresh latents only when the map has none
     dev = pipeline.device
     d = Distiller(cfg_m, mapper, online.embed_dim, dev, renderer=online.renderer)
     for k in online.teacher_keyframes:
@@ -303,7 +300,7 @@ def distill_offline(pipeline, cfg, mode: str, steps: int) -> Variant:
         torch.cuda.synchronize()
     info = {"seconds": time.perf_counter() - t0,
             **{k: v for k, v in summary.items() if isinstance(v, (int, float))}}
-    return Variant(mode, mapper.gaussians.params["features"].detach().clone(), d.field, info)
+    return Variant(mode, mapper.gaussians.features.detach().clone(), d.field, info)
 
 
 # --------------------------------------------------------------------------------------------------

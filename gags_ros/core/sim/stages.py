@@ -201,7 +201,7 @@ def query_stages(engine, gaussians, field, queries: Sequence[dict], max_targets:
         raw = torch.zeros(0, len(texts))
         if eligible.numel() and texts:
             index = None if eligible.numel() == N else eligible       # as the engine: all = no gather
-            dev = gaussians.params["features"].device
+            dev = gaussians.features.device
             raw = engine.gaussian_relevancy(gaussians, field, engine.encode(texts, dev), index)   # [n, T]
             lo, hi = raw.amin(dim=0), raw.amax(dim=0)
             norm = ((raw - lo) / (hi - lo).clamp_min(1e-12)).cpu().numpy()
