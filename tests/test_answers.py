@@ -447,10 +447,10 @@ def _call_on_query(answer, text):
 
 @pytest.mark.ros
 def test_confidence_reaches_the_query_response():
-    from gags_ros.core.pipeline import Answer, Target
+    from gags_ros.core.query import QueryResult, QueryTarget
 
-    t = Target("chair", 0.55, np.array([1.0, 2.0, 0.5]), np.zeros(3), np.ones(3), 40, None, 0.83)
-    res = _call_on_query(Answer("chair", [t]), "chair")
+    t = QueryTarget("chair", 0.55, np.array([1.0, 2.0, 0.5]), np.zeros(3), np.ones(3), np.arange(40), 40, 0.83)
+    res = _call_on_query(QueryResult("chair", [t]), "chair")
     assert res.success and len(res.targets) == 1
     assert res.targets[0].confidence == pytest.approx(0.83) and res.targets[0].score == pytest.approx(0.55)
     assert res.message.startswith("1 target(s) for 'chair'")
@@ -458,10 +458,10 @@ def test_confidence_reaches_the_query_response():
 
 @pytest.mark.ros
 def test_not_found_reaches_the_query_response():
-    from gags_ros.core.pipeline import Answer
+    from gags_ros.core.query import QueryResult
 
     why = "not found: best confidence 0.12 of 4 candidate target(s) is below 0.40 (query.min_confidence)"
-    res = _call_on_query(Answer("bicycle", [], why), "bicycle")
+    res = _call_on_query(QueryResult("bicycle", [], why), "bicycle")
     assert res.success and len(res.targets) == 0
     assert res.message.startswith("not found: best confidence 0.12") and "'bicycle'" in res.message
 

@@ -20,6 +20,7 @@ import numpy as np
 from .config import GagsConfig
 from .language import coverage
 from .paths import default_map_name, map_dir
+from .query import QueryResult, check_query_text
 from .types import Frame
 
 log = logging.getLogger("gags_ros.pipeline")
@@ -27,30 +28,6 @@ log = logging.getLogger("gags_ros.pipeline")
 
 class NoMapError(RuntimeError):
     """A query or save before any Gaussian exists."""
-
-
-@dataclass
-class Target:
-    """One 3D answer to a text query (metres, world frame)."""
-
-    label: str
-    score: float
-    centroid: np.ndarray  # [3]
-    box_min: np.ndarray  # [3]
-    box_max: np.ndarray  # [3]
-    count: int
-    indices: Optional[np.ndarray] = None  # [count] Gaussian indices
-    confidence: float = 0.0               # calibrated probability that it is right (query.calibration)
-
-
-@dataclass
-class Answer:
-    """The answer to one text: ``targets`` best first; ``reason`` says why it is empty (or "")."""
-
-    text: str
-    targets: List[Target]
-    reason: str = ""
-    timings: dict = field(default_factory=dict)  # seconds
 
 
 @dataclass
@@ -244,24 +221,23 @@ class GagsPipeline:
             raise NoMapError("no language features yet: no keyframe has been distilled")
 
     def query(self, texts: Sequence[str], max_targets: Optional[int] = None,
-              min_score: Optional[float] = None) -> List[Answer]:
-        """One :class:`Answer` per text (no target, with the reason, when nothing passes the thresholds).
+              min_score: Optional[float] = None) -> List[QueryResult]:
+        """One :class:`~gags_ros.core.query.QueryResult` per text, the engine's own (no target, with
+        the reason, when nothing passes the thresholds).
 
         Raises NoMapError before a language map exists, ValueError for an empty or over-long text.
         """
+        for t in texts:
+            why = check_query_text(t, self.cfg.query.max_text_length)
+            if why:
+                raise ValueError(why)
         self._check_queryable()
         results = self.query_engine.query(self.mapper.gaussians, self.distiller.field, list(texts),
                                           max_targets=max_targets, min_score=min_score)
-        for r in results:
-            if r.reason and ("query text" in r.reason):
-                raise ValueError(r.reason)
         if results:
             self._last_query = (texts[-1], self.query_engine.encode([texts[-1]], self.mapper.gaussians.means.device))
         self.last_results = results
-        return [Answer(r.text, [Target(t.label, float(t.score), np.asarray(t.centroid), np.asarray(t.box_min),
-                                       np.asarray(t.box_max), int(t.count), t.indices, float(t.confidence))
-                        for t in r.targets],
-                       r.reason, dict(r.timings)) for r in results]
+        return results
 
     def relevancy_image(self, T_world_cam: np.ndarray, intrinsics, texts: Sequence[str],
                         unknown: Optional[float] = float("nan")):
