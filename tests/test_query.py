@@ -12,9 +12,8 @@ from gags_ros.core.camera import look_at
 from gags_ros.core.config import GagsConfig
 from gags_ros.core.gaussians import GaussianMap
 from gags_ros.core.language.field import LanguageField
-from gags_ros.core.query import (
-    QueryEngine, cleanup_mask, connected_components, iou, localisation_hit, relevancy,
-    segmentation_mask)
+from gags_ros.core.query import QueryEngine, cleanup_mask, connected_components, relevancy
+from gags_ros.core.sim.lerf_ovs import iou, localisation_hit, segmentation_mask
 from gags_ros.core.types import Intrinsics
 
 DIM = 64
@@ -346,7 +345,7 @@ def test_cleanup_and_clusters_match_brute_force(seed):
 
 def test_cleanup_cell_table_path_matches_brute_force(monkeypatch):
     # large selections count pairs per (cell, offset) instead of per (point, offset)
-    import gags_ros.core.query as query
+    import gags_ros.core.query.spatial as query
 
     monkeypatch.setattr(query, "_POINT_TABLE_MAX", 0)
     gen = torch.Generator().manual_seed(7)

@@ -73,7 +73,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import metrics, selection
+from . import lerf_ovs, metrics, selection
 from .text_model import CACHE_ENV, CACHE_FILE, ensure_cached
 
 
@@ -318,7 +318,6 @@ def score_views(relevancy_fn: RelevancyFn, scene: SceneData, kernel: int = LERF_
     and ``iou3d`` when ``selection_fn(frame, texts)`` gives the ``[T, H, W]`` bool silhouettes of
     the 3D selections (:mod:`.selection`): their IoU with the same ground-truth mask.
     """
-    from .. import query as q
 
     texts = [x["text"] for x in scene.queries]
     out = []
@@ -335,10 +334,10 @@ def score_views(relevancy_fn: RelevancyFn, scene: SceneData, kernel: int = LERF_
         sil = {} if selection_fn is None else dict(zip(gts, selection_fn(frame, [texts[i] for i in gts])))
         for i, gt in gts.items():
             query = scene.queries[i]
-            pred = q.segmentation_mask(rel[i], kernel=k, majority=m)
+            pred = lerf_ovs.segmentation_mask(rel[i], kernel=k, majority=m)
             s = metrics.score_view(rel[i], frame.masks, query, pred_mask=pred.numpy(), kernel=k)
             if i in sil:
-                s["iou3d"] = float(q.iou(sil[i], gt[0]))
+                s["iou3d"] = float(lerf_ovs.iou(sil[i], gt[0]))
             out.append({**(tags or {}), "query": query["text"], "level": query["level"], "view": frame.name, **s})
     return out
 
@@ -472,8 +471,6 @@ def relevancy_picture(path: Path, scene: SceneData, picks: List[Tuple[int, int]]
     which decodes every pixel)."""
     from PIL import Image, ImageDraw
 
-    from .. import query as q
-
     variants = list(maps)
     frame0 = scene.eval_frames[picks[0][1]]
     H, W = frame0.masks["whole"].shape
@@ -510,7 +507,7 @@ def relevancy_picture(path: Path, scene: SceneData, picks: List[Tuple[int, int]]
                 hatch = ((xx + yy) // 2) % 3 == 0
                 img = np.where(unk[..., None], np.where(hatch[..., None], 90, 170), img).astype(np.uint8)
             tile = _tile(img, f)
-            hit, (x, y) = q.localisation_hit(rel, boxes, kernel=k)
+            hit, (x, y) = lerf_ovs.localisation_hit(rel, boxes, kernel=k)
             td = ImageDraw.Draw(tile)
             cx, cy, s = (x + 0.5) * f, (y + 0.5) * f, 5
             col = (0, 255, 0) if hit else (255, 0, 0)

@@ -114,10 +114,10 @@ def score_view(relevancy: np.ndarray, masks: Dict[str, np.ndarray], query: dict,
 
     ``relevancy``: ``[H, W]`` raw relevancy of the query in the view; ``masks``: the view's per-level
     instance images; ``pred_mask``: ``[H, W]`` bool prediction (default: the LERF thresholding of
-    ``relevancy``). Smoothing, argmax and IoU are the query engine's
-    (:func:`gags_ros.core.query.localisation_hit`, :func:`~gags_ros.core.query.segmentation_mask`).
+    ``relevancy``). Smoothing, argmax and IoU are the reference protocol's
+    (:func:`.lerf_ovs.localisation_hit`, :func:`.lerf_ovs.segmentation_mask`).
     """
-    from .. import query as q
+    from . import lerf_ovs as q
 
     gt = view_ground_truth(masks, query, min_pixels)
     if gt is None:

@@ -1,4 +1,4 @@
-"""Text queries against the language map: relevancy, 3D targets, and the LERF 2D protocol.
+"""The query engine: relevancy of the map's Gaussians to texts and their 3D targets.
 
 Relevancy (LERF / LangSplat, GAGS section 3) of a unit embedding phi to a query q with canonical
 phrases c (``QueryConfig.canonical_phrases``) at temperature T:
@@ -27,13 +27,16 @@ phrases c (``QueryConfig.canonical_phrases``) at temperature T:
 4. ``targets=peak`` (an option; :meth:`QueryEngine._peak_targets`): no cleanup; the first target
    sits at the most relevant selected Gaussian (location and score from the selected Gaussians
    within ``peak_radius`` of it, box within ``nms_radius``), further targets at the next peaks at
-   least ``nms_radius`` from better ones. ``targets=cluster`` (the default): after the
+   least ``nms_radius`` from better ones. ``targets=cluster``: after the
    cleanup of step 3, targets = connected components of the kept Gaussians linked when closer than
    ``cluster_radius`` (exact single linkage); per target its relevancy peak (its most relevant
    Gaussian), the **score** = the mean raw relevancy of its Gaussians within ``peak_radius`` of the
    peak, the **centroid** (its location) = the mean of those Gaussians' centres, the axis-aligned
    box of all its Gaussian centres (metres, world frame) and its Gaussian indices;
-5. every candidate target (either way) gets a **confidence**, the calibrated probability that it
+   ``targets=mass`` (the default; :meth:`QueryEngine._mass_targets`): peaks of relevant mass
+   (opacity x normalised relevancy within ``mass_radius`` spacing units), located at its
+   weighted mean;
+5. every candidate target (any way) gets a **confidence**, the calibrated probability that it
    is right, from its score compared with the map's own relevancy for the text
    (:mod:`.calibration`, ``calibration``); the answers are the candidates with score at least
    ``min_score`` and confidence at least ``min_confidence``, most confident first, at most
@@ -53,67 +56,28 @@ dense tensors, so a query launches few kernels and synchronises with the device 
 times. The same code answers on CPU and GPU (the GPU meets the latency target on 1M Gaussians;
 see bench/query.py, ``--profile`` for a per-stage breakdown).
 
-2D: :meth:`QueryEngine.relevancy_image` renders the latents of any camera view and decodes them;
-:func:`localisation_hit`, :func:`segmentation_mask` and :func:`iou` implement the evaluation
-protocol of LERF-OVS as LangSplat's evaluation code scores it (30x30 mean filter with OpenCV's
-reflect-101 border; R' = 0.5 (R + mean30(R)), min-max, clip(2 n - 1, 0, 1) > 0.4, 7x7 majority;
-docs/evaluation.md).
+2D: :meth:`QueryEngine.relevancy_image` renders the latents of any camera view and decodes them
+(the LERF-OVS evaluation protocol that scores such images: :mod:`gags_ros.core.sim.lerf_ovs`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from . import calibration
-from .timing import StageTimer
-from .language import coverage
-from .language.field import autocast_dtype, render_channels
-
-__all__ = [
-    "QueryEngine", "QueryResult", "QueryTarget", "cleanup_mask", "connected_components", "iou",
-    "check_query_text", "localisation_hit", "majority_filter", "mean_filter", "relevancy",
-    "segmentation_mask",
-]
+from .. import calibration
+from ..language import coverage
+from ..language.field import autocast_dtype, render_channels
+from ..timing import StageTimer
+from .results import QueryResult, QueryTarget, check_query_text
+from .spatial import MAX_PAIRS, _cell_components, cleanup_mask
 
 MASS_CANDIDATES = 512  # targets=mass: the most relevant selected Gaussians tried as peaks of relevant mass
 PEAK_POOL = 8        # targets=peak: candidate targets scored before the best max_targets are kept
-MAX_PAIRS = 1 << 24  # (point, candidate) pairs measured at once: bounds the memory of a search
-
-
-# ------------------------------------------------------------------------------------------------
-# Results
-# ------------------------------------------------------------------------------------------------
-@dataclass
-class QueryTarget:
-    """One 3D answer to a text (metres, world frame)."""
-
-    label: str                 # the query text
-    score: float               # mean raw relevancy of its Gaussians near its relevancy peak, in [0, 1]
-    centroid: np.ndarray       # [3] its location: mean of the centres of those Gaussians (query.peak_radius)
-    box_min: np.ndarray        # [3] axis-aligned box of its Gaussian centres
-    box_max: np.ndarray        # [3]
-    indices: np.ndarray        # [count] int64 Gaussian indices into the map
-    count: int
-    confidence: float = 0.0    # calibrated probability that it is right (calibration.py; query.calibration)
-    features: Optional[np.ndarray] = None   # [6] the confidence's features (calibration.FEATURES)
-
-
-@dataclass
-class QueryResult:
-    """Answer to one text: ``targets`` best first; ``reason`` says why it is empty (or "")."""
-
-    text: str
-    targets: List[QueryTarget] = field(default_factory=list)
-    reason: str = ""
-    selected: int = 0          # Gaussians above the threshold
-    kept: int = 0              # ... after the neighbour cleanup
-    timings: Dict[str, float] = field(default_factory=dict)  # seconds
 
 
 # ------------------------------------------------------------------------------------------------
@@ -127,233 +91,6 @@ def relevancy(phi: torch.Tensor, queries: torch.Tensor, canonical: torch.Tensor,
     a = phi @ queries.float().T                               # [..., T]
     b = (phi @ canonical.float().T).amax(dim=-1, keepdim=True)  # [..., 1]
     return torch.sigmoid(temperature * (a - b))
-
-
-# ------------------------------------------------------------------------------------------------
-# Spatial hashing, neighbour cleanup, connected components
-# ------------------------------------------------------------------------------------------------
-# Both searches work on cells of a cubic grid whose diagonal is just below the radius, so all
-# points of one cell are within the radius of each other, and a neighbour lies at most 2 cells away
-# per axis (125 cells). The tables are dense ``[C or N, 125]`` tensors rather than neighbour
-# lists: on the GPU a query of a few thousand points costs launches and host synchronisations,
-# not arithmetic, so the code keeps both few (gathers use index_select, the lightest launch).
-_REACH = 2
-_OFFSETS: Dict[tuple, torch.Tensor] = {}
-_POINT_TABLE_MAX = 1 << 25     # largest [points x 125] pair-count table of the cleanup (int64 entries)
-
-
-def _offsets(reach: int, device) -> torch.Tensor:
-    """``[(2 reach + 1)^3, 3]`` int64 cell offsets, symmetric order (cached per device)."""
-    key = (reach, str(device))
-    if key not in _OFFSETS:
-        r = torch.arange(-reach, reach + 1)
-        _OFFSETS[key] = torch.cartesian_prod(r, r, r).to(device)
-    return _OFFSETS[key]
-
-
-def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``x[idx]`` along dim 0 for an integer ``idx`` of any shape."""
-    if idx.dim() == 1:
-        return x.index_select(0, idx)
-    return x.index_select(0, idx.reshape(-1)).view(*idx.shape, *x.shape[1:])
-
-
-class _Grid:
-    """Points ``[N, 3]`` hashed into cubic cells of side ``cell``; tables for the ``reach`` cells
-    around each occupied cell."""
-
-    def __init__(self, pts: torch.Tensor, cell: float, reach: int = _REACH):
-        dev = pts.device
-        self.n = pts.shape[0]
-        ijk = torch.floor((pts - pts.amin(dim=0)) / cell).long() + reach   # margin: offsets stay in range
-        dims = ijk.amax(dim=0) + (reach + 1)
-        # linear cell keys; neighbour keys are key + offset key thanks to the margin
-        strides = torch.stack([dims[1] * dims[2], dims[2], torch.ones_like(dims[2])])
-        key = (ijk * strides).sum(dim=-1)                     # (no integer GEMM on CUDA)
-        skey, self.order = torch.sort(key)                    # point indices sorted by cell
-        self.keys, inverse, self.counts = torch.unique_consecutive(
-            skey, return_inverse=True, return_counts=True)    # [C] (synchronises: C)
-        self.num_cells = int(self.keys.shape[0])
-        self.starts = torch.cumsum(self.counts, 0) - self.counts
-        self.cell_of = torch.empty_like(inverse).index_copy_(0, self.order, inverse)   # [N] cell of each point
-        nkey = self.keys[:, None] + (_offsets(reach, dev) * strides).sum(dim=-1)       # [C, O]
-        pos = torch.searchsorted(self.keys, nkey).clamp_max_(self.num_cells - 1)
-        found = _take(self.keys, pos) == nkey
-        self.nb = torch.where(found, pos, 0)                  # [C, O] neighbour cell (0 where none)
-        self.nb_count = torch.where(found, _take(self.counts, pos), 0)   # [C, O] its points (0: none)
-
-
-def _chunk_edges(cum: torch.Tensor, max_pairs: int) -> List[int]:
-    """Split items with inclusive cumulative pair counts ``cum`` ``[Q]`` (CPU) into runs of about
-    ``max_pairs`` pairs (an item larger than that gets a run of its own): ``[0, ..., Q]``."""
-    Q, total = int(cum.shape[0]), int(cum[-1])
-    if total <= max_pairs:
-        return [0, Q]
-    bounds = torch.searchsorted(cum, torch.arange(max_pairs, total, max_pairs), right=True).tolist()
-    return sorted(set([0] + [b for b in bounds if 0 < b < Q] + [Q]))
-
-
-def _pairs(grid: _Grid, pairs: torch.Tensor, max_pairs: int, rows: Optional[torch.Tensor] = None):
-    """Yield ``(entry, i, j)`` chunks of point pairs from a table with ``O`` = 125 columns.
-
-    ``rows`` None: a cell table; ``pairs`` ``[C * O]`` counts, normally ``counts[a] * nb_count[a, o]``
-    (0 = skip), and the pairs are every point ``i`` of cell ``a`` with every point ``j`` of cell
-    ``grid.nb[a, o]``. ``rows`` ``[N]`` (the cell of each point): a point table; ``pairs``
-    ``[N * O]`` (normally ``nb_count[rows[p], o]``) pairs point ``i = p`` with every point of cell
-    ``grid.nb[rows[p], o]``. ``entry`` = row * O + o of each pair."""
-    cum = torch.cumsum(pairs, 0)
-    total = int(cum[-1]) if cum.numel() else 0               # synchronises
-    if total == 0:
-        return
-    if total <= max_pairs:
-        edges, ends = [0, pairs.shape[0]], [0, total]
-    else:
-        cum_cpu = cum.cpu()
-        edges = _chunk_edges(cum_cpu, max_pairs)
-        ends = [0] + [int(cum_cpu[e - 1]) for e in edges[1:]]      # pairs before each chunk
-    dev = pairs.device
-    O = grid.nb.shape[1]
-    nb_flat = grid.nb.reshape(-1)
-    first = cum - pairs                                       # first pair of each entry
-    for k, (s, e) in enumerate(zip(edges[:-1], edges[1:])):
-        n = ends[k + 1] - ends[k]
-        if n == 0:
-            continue
-        entry = torch.repeat_interleave(torch.arange(s, e, device=dev), pairs[s:e], output_size=n)
-        local = torch.arange(ends[k], ends[k + 1], device=dev) - first.index_select(0, entry)
-        row = torch.div(entry, O, rounding_mode="floor")
-        if rows is None:
-            a = row
-            b = nb_flat.index_select(0, entry)
-            nb_n = grid.counts.index_select(0, b)
-            i = grid.order.index_select(0, grid.starts.index_select(0, a) + torch.div(local, nb_n, rounding_mode="floor"))
-            local = local % nb_n
-        else:
-            i = row
-            b = nb_flat.index_select(0, rows.index_select(0, row) * O + entry % O)
-        j = grid.order.index_select(0, grid.starts.index_select(0, b) + local)
-        yield entry, i, j
-
-
-def _close(pts: torch.Tensor, i: torch.Tensor, j: torch.Tensor, r2: float) -> torch.Tensor:
-    """``[P]`` bool: points ``i`` and ``j`` within squared distance ``r2``."""
-    return (pts.index_select(0, i) - pts.index_select(0, j)).pow_(2).sum(-1) <= r2
-
-
-def cleanup_mask(pts: torch.Tensor, radius: float, keep: int, drop: int,
-                 max_pairs: int = MAX_PAIRS) -> torch.Tensor:
-    """Radius-neighbour cleanup of ``pts`` ``[S, 3]`` -> ``[S]`` bool kept.
-
-    Neighbours: other points within ``radius`` (inclusive). Core: > ``keep`` neighbours (kept);
-    noise: < ``drop`` (dropped); border (in between): kept when a core point is a neighbour.
-    ``radius <= 0`` disables the cleanup (everything kept).
-    """
-    S = pts.shape[0]
-    dev = pts.device
-    if S == 0 or radius <= 0:
-        return torch.ones(S, dtype=torch.bool, device=dev)
-    grid = _Grid(pts, radius / math.sqrt(3.0) * (1.0 - 1e-6))
-    # Per cell, bounds on the neighbour count of its points: its own cell's other points are all
-    # neighbours (lower), the 125 cells around hold every neighbour (upper). Only points of cells
-    # the bounds leave open are measured, pair by pair.
-    lower = grid.counts - 1                                   # [C]
-    upper = grid.nb_count.sum(dim=1) - 1
-    core_cell = lower > keep
-    open_cell = ~core_cell & (upper >= drop)
-    if S * grid.nb.shape[1] <= _POINT_TABLE_MAX:              # pairs per (point, offset): fewer launches
-        rows = grid.cell_of
-        pairs = (_take(grid.nb_count, rows) * _take(open_cell, rows)[:, None]).reshape(-1)      # [S * O]
-    else:                                                     # per (cell, offset): less memory
-        rows = None
-        pairs = (grid.counts[:, None] * grid.nb_count * open_cell[:, None]).reshape(-1)          # [C * O]
-    # exact counts: the pairs include each measured point with itself once, hence the -1; points
-    # not measured keep -1, below every threshold
-    count = torch.full((S,), -1, dtype=torch.long, device=dev)
-    r2 = radius * radius
-    found = []
-    for _, i, j in _pairs(grid, pairs, max_pairs, rows):
-        close = _close(pts, i, j, r2)
-        count.index_add_(0, i, close.long())
-        found.append((i, j, close))
-    core = _take(core_cell, grid.cell_of) | (count > keep)
-    # a border point (measured, drop <= count <= keep) stays next to a core point; its pair with
-    # itself never counts, as it is not core
-    hit = torch.zeros(S, dtype=torch.long, device=dev)
-    if len(found) > 1:                                        # chunked: enumerate again, not store
-        found = ((i, j, _close(pts, i, j, r2)) for _, i, j in _pairs(grid, pairs, max_pairs, rows))
-    for i, j, close in found:
-        hit.index_add_(0, i, (close & core.index_select(0, j)).long())
-    return core | ((count >= drop) & (hit > 0))
-
-
-def _cell_components(pts: torch.Tensor, radius: float, max_pairs: int = MAX_PAIRS):
-    """Single-linkage components of ``pts`` ``[K, 3]`` (K > 0, radius > 0) at the cell level.
-
-    Returns ``(grid, labels, n)``: the :class:`_Grid`, ``[C]`` int64 numpy component of each cell
-    (numbered by smallest cell id), and the number of components. The cell tests run on the
-    device; the linked cell pairs (a few per cell) go to the host, where scipy's graph search
-    labels them (a label propagation on the GPU costs dozens of tiny launches and host syncs)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components as graph_components
-
-    dev = pts.device
-    grid = _Grid(pts, radius / math.sqrt(3.0) * (1.0 - 1e-6))
-    C, nb = grid.num_cells, grid.nb
-    O = nb.shape[1]
-    r2 = radius * radius
-    # each unordered pair of occupied cells once: 1 when their first points are within the
-    # radius (linked for sure), else 2 (linked when some pair of their points is)
-    rep = _take(pts, _take(grid.order, grid.starts))          # [C, 3] first point of each cell
-    sure = (_take(rep, nb) - rep[:, None]).pow_(2).sum(-1) <= r2
-    code = (2 - sure.long()) * ((nb > torch.arange(C, device=dev)[:, None]) & (grid.nb_count > 0))
-    entry = code.reshape(-1).nonzero(as_tuple=True)[0]
-    host = torch.stack([entry, _take(nb.reshape(-1), entry) * 4 + _take(code.reshape(-1), entry)]).cpu().numpy()
-    a, b, kind = host[0] // O, host[1] >> 2, host[1] & 3
-
-    def label(edges):
-        g = coo_matrix((np.ones(int(edges.sum())), (a[edges], b[edges])), shape=(C, C))
-        return graph_components(g, directed=False)
-
-    n, lab = label(kind == 1)
-    todo = (kind == 2) & (lab[a] != lab[b])                   # maybe, and not joined yet
-    if todo.any():
-        # never linked when the boxes of their points are farther apart than the radius; the
-        # rest are measured point by point
-        e = torch.as_tensor(host[0][todo], device=dev)
-        ca, cb = torch.div(e, O, rounding_mode="floor"), _take(nb.reshape(-1), e)
-        idx = grid.cell_of[:, None].expand(-1, 3)
-        bmin = torch.full((C, 3), float("inf"), device=dev).scatter_reduce_(0, idx, pts, "amin")
-        bmax = torch.full((C, 3), float("-inf"), device=dev).scatter_reduce_(0, idx, pts, "amax")
-        gap = torch.maximum(_take(bmin, cb) - _take(bmax, ca), _take(bmin, ca) - _take(bmax, cb)).clamp_min_(0)
-        pairs = torch.zeros(C * O, dtype=torch.long, device=dev)
-        pairs[e] = (_take(grid.counts, ca) * _take(grid.nb_count.reshape(-1), e)) * (gap.pow_(2).sum(-1) <= r2)
-        linked = torch.zeros(C * O, dtype=torch.long, device=dev)
-        for ent, i, j in _pairs(grid, pairs, max_pairs):
-            linked.index_add_(0, ent, _close(pts, i, j, r2).long())
-        close = _take(linked, e).cpu().numpy() > 0
-        link = kind == 1
-        link[np.flatnonzero(todo)[close]] = True
-        n, lab = label(link)
-    return grid, lab.astype(np.int64), int(n)
-
-
-def connected_components(pts: torch.Tensor, radius: float, max_pairs: int = MAX_PAIRS) -> torch.Tensor:
-    """Single-linkage components of ``pts`` ``[K, 3]``: points closer than ``radius`` (inclusive)
-    share a component. Returns ``[K]`` int64 labels ``0 .. n-1``.
-
-    Cells have a diagonal below ``radius``, so a cell's points form one component at once. Two
-    cells within reach are linked without measuring points when their first points are within
-    the radius; otherwise, when they are still in different components, never when the boxes of
-    their points are farther apart than the radius, else point by point.
-    """
-    K = pts.shape[0]
-    dev = pts.device
-    if K == 0:
-        return torch.zeros(0, dtype=torch.long, device=dev)
-    if radius <= 0:
-        return torch.unique(pts, dim=0, return_inverse=True)[1]
-    grid, lab, _ = _cell_components(pts, radius, max_pairs)
-    return torch.as_tensor(lab, device=dev)[grid.cell_of]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -772,16 +509,6 @@ def spacing_unit(scales: torch.Tensor) -> float:
     return float(scales.float().clamp_min(1e-9).log().mean(dim=1).exp().median())
 
 
-def check_query_text(text, max_length: int) -> str:
-    """Why ``text`` cannot be a query ("" when it can): empty, or longer than ``max_length``
-    characters (``query.max_text_length``)."""
-    if not isinstance(text, str) or not text.strip():
-        return "empty query text"
-    if len(text) > max_length:
-        return f"query text has {len(text)} characters; at most {max_length} (parameter query.max_text_length)"
-    return ""
-
-
 def _peak_statistics(pts: np.ndarray, raw: np.ndarray, labels: np.ndarray, n: int,
                      radius: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per target (component label ``0..n-1``, each with at least one point): ``score`` ``[n]``, the
@@ -799,104 +526,3 @@ def _peak_statistics(pts: np.ndarray, raw: np.ndarray, labels: np.ndarray, n: in
     score = np.bincount(labels, weights=w * raw, minlength=n) / m
     location = np.stack([np.bincount(labels, weights=w * pts[:, k], minlength=n) for k in range(3)], axis=1) / m[:, None]
     return score, location, m
-
-
-# ------------------------------------------------------------------------------------------------
-# The 2D evaluation protocol
-# ------------------------------------------------------------------------------------------------
-def _as_image(x) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).float()
-
-
-# The reference is LangSplat's eval/evaluate_iou_loc.py and eval/utils.py (GAGS's copy is the
-# same on one map); docs/evaluation.md cites file and line for each constant.
-REFERENCE_KERNEL = 30        # px, mean-filter window, whatever the image size
-REFERENCE_MAJORITY = 7       # px, majority-filter window (utils.smooth: 3 px either side)
-REFERENCE_THRESHOLD = 0.4    # on clip(2 n - 1, 0, 1), n the min-max normalised map: n > 0.7
-TIE_TOLERANCE = 1e-9         # smoothed values this close to the maximum count as tied with it
-
-
-def reflect101_index(n: int, lo: int, hi: int) -> torch.Tensor:
-    """``[n + lo + hi]`` long: source index of each position ``-lo .. n - 1 + hi`` of a row of ``n``
-    pixels extended by OpenCV's default border ``BORDER_REFLECT_101`` (``gfedcb|abcdefgh|gfedcba``:
-    the edge pixel is not repeated), reflecting again as often as the extension needs."""
-    i = torch.arange(-lo, n + hi)
-    if n == 1:
-        return torch.zeros_like(i)
-    period = 2 * (n - 1)
-    j = i.remainder(period)
-    return torch.where(j >= n, period - j, j)
-
-
-def mean_filter(x: torch.Tensor, k: int) -> torch.Tensor:
-    """``[H, W]`` -> ``[H, W]``: OpenCV's ``filter2D`` with a ``k x k`` box of ``1 / k^2`` and its
-    defaults: anchor at the kernel centre ``k // 2`` (the window of pixel ``p`` is
-    ``[p - k // 2, p + k - 1 - k // 2]``, ``[p - 15, p + 14]`` for k = 30) and border
-    ``BORDER_REFLECT_101``, so a corner pixel enters its own window once (weight ``1 / k^2``).
-
-    Summed-area table in float64: O(H W) whatever ``k``.
-    """
-    H, W = x.shape
-    lo = k // 2
-    hi = k - 1 - lo
-    xp = x.double()[reflect101_index(H, lo, hi)][:, reflect101_index(W, lo, hi)]  # [H + k - 1, W + k - 1]
-    c = torch.nn.functional.pad(xp.cumsum(0).cumsum(1), (1, 0, 1, 0))  # c[i, j] = sum xp[:i, :j]
-    s = c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
-    return (s / (k * k)).to(x.dtype)
-
-
-def localisation_hit(relevancy_map, boxes, kernel: int = REFERENCE_KERNEL) -> Tuple[bool, Tuple[int, int]]:
-    """LERF-OVS localisation: smooth ``relevancy_map`` ``[H, W]`` with :func:`mean_filter`; every
-    pixel tied at the maximum (within :data:`TIE_TOLERANCE`) is a candidate and the query is a hit
-    when any candidate ``(x, y)`` (column, row) lies in any of ``boxes`` (``[B, 4]`` pixel boxes
-    ``x_min, y_min, x_max, y_max``, inclusive). Returns ``(hit, (x, y))``: a candidate inside a box
-    when hit, else the first candidate in row-major order."""
-    r = _as_image(relevancy_map)
-    sm = mean_filter(r, kernel).double()
-    ys, xs = torch.nonzero(sm >= sm.max() - TIE_TOLERANCE, as_tuple=True)
-    b = torch.as_tensor(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
-    inside = ((b[:, 0] <= xs[:, None]) & (xs[:, None] <= b[:, 2])
-              & (b[:, 1] <= ys[:, None]) & (ys[:, None] <= b[:, 3])).any(dim=1)  # [candidates]
-    i = int(torch.nonzero(inside)[0, 0]) if bool(inside.any()) else 0
-    return bool(inside.any()), (int(xs[i]), int(ys[i]))
-
-
-def majority_filter(mask, size: int = REFERENCE_MAJORITY) -> torch.Tensor:
-    """``[H, W]`` bool -> ``[H, W]`` bool, LangSplat's ``smooth``: with ``r = size // 2``, pixel
-    ``(i, j)`` becomes the majority value of rows ``max(0, i - r) .. min(i + r + 1, H - 1) - 1`` and
-    columns alike (the reference's slice ends at ``H - 1``, so the last row and column never vote),
-    ties to 0 (numpy's argmax of the bincount). ``size <= 1``: the mask unchanged."""
-    m = torch.as_tensor(np.asarray(mask) if not torch.is_tensor(mask) else mask).bool()
-    r = int(size) // 2
-    if r == 0:
-        return m.clone()
-    H, W = m.shape
-    if H < 2 or W < 2:
-        raise ValueError(f"majority filter of a {H}x{W} mask: the reference's windows are empty")
-    c = torch.nn.functional.pad(m.double().cumsum(0).cumsum(1), (1, 0, 1, 0))  # [H + 1, W + 1]
-    i, j = torch.arange(H), torch.arange(W)
-    r0, r1 = (i - r).clamp_min(0), (i + r + 1).clamp_max(H - 1)      # [H] rows [r0, r1)
-    c0, c1 = (j - r).clamp_min(0), (j + r + 1).clamp_max(W - 1)      # [W] columns [c0, c1)
-    ones = c[r1][:, c1] - c[r0][:, c1] - c[r1][:, c0] + c[r0][:, c0]  # [H, W]
-    area = (r1 - r0)[:, None] * (c1 - c0)[None, :]
-    return ones > area - ones
-
-
-def segmentation_mask(relevancy_map, threshold: float = REFERENCE_THRESHOLD, kernel: int = REFERENCE_KERNEL,
-                      majority: int = REFERENCE_MAJORITY) -> torch.Tensor:
-    """LERF-OVS segmentation (LangSplat's ``activate_stream``): R' = 0.5 (R + mean_kernel(R))
-    (:func:`mean_filter`), n = (R' - min) / (max - min + 1e-9), set where clip(2 n - 1, 0, 1) >
-    ``threshold`` (n > 0.7 at 0.4), then :func:`majority_filter`. ``[H, W]`` -> ``[H, W]`` bool."""
-    r = _as_image(relevancy_map).double()
-    rs = 0.5 * (r + mean_filter(r, kernel))
-    n = rs - rs.min()
-    n = n / (n.max() + 1e-9)
-    return majority_filter((2 * n - 1).clamp(0, 1) > threshold, majority)
-
-
-def iou(pred, gt) -> float:
-    """Intersection over union of two boolean masks (1.0 when both are empty)."""
-    p = torch.as_tensor(np.asarray(pred) if not torch.is_tensor(pred) else pred).bool()
-    g = torch.as_tensor(np.asarray(gt) if not torch.is_tensor(gt) else gt).bool().to(p.device)
-    union = int((p | g).sum())
-    return 1.0 if union == 0 else int((p & g).sum()) / union
