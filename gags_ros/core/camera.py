@@ -14,9 +14,11 @@ Conventions handled:
 Pixel coordinates follow :class:`gags_ros.core.types.Intrinsics`: pixel ``(u, v)`` (column, row)
 covers ``[u, u+1) x [v, v+1)`` and its centre is at ``(u + 0.5, v + 0.5)`` (the COLMAP, nerfstudio
 and gsplat convention). Array index ``i`` therefore sits at continuous coordinate ``i + 0.5``.
+ROS CameraInfo and OpenCV put pixel centres at integer coordinates instead, so their principal
+point is half a pixel smaller; :mod:`gags_ros.core.camera_info` converts once at the ROS boundary.
 
-Lens distortion is OpenCV's radial-tangential model (``k1, k2, p1, p2[, k3]``) on normalised
-coordinates, so its coefficients do not change when an image is resized.
+Lens distortion is one of CameraInfo's models (:class:`Distortion`: plumb_bob, rational_polynomial,
+equidistant) on normalised coordinates, so its coefficients do not change when an image is resized.
 """
 
 from __future__ import annotations
@@ -215,32 +217,90 @@ def rotation_angle_deg(R: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------------------------------
-# Lens distortion (OpenCV radial-tangential)
+# Lens distortion (CameraInfo's plumb_bob, rational_polynomial and equidistant models)
 # --------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Distortion:
-    """OpenCV radial-tangential coefficients (dimensionless, on normalised image coordinates)."""
+    """Lens distortion on normalised image coordinates (dimensionless coefficients).
+
+    ``model`` names it as sensor_msgs/CameraInfo does (image_geometry / OpenCV):
+
+    - ``plumb_bob``: radial-tangential ``k1, k2, p1, p2, k3`` (OpenCV's 5-coefficient model);
+    - ``rational_polynomial``: the same with the radial factor divided by ``1 + k4 r^2 + k5 r^4 +
+      k6 r^6`` (OpenCV's 8-coefficient model, ``D = [k1, k2, p1, p2, k3, k4, k5, k6]``);
+    - ``equidistant``: OpenCV's fisheye model, ``D = [k1, k2, k3, k4]``: the angle ``theta`` of the
+      ray from the optical axis maps to ``theta (1 + k1 theta^2 + k2 theta^4 + k3 theta^6 + k4 theta^8)``.
+    """
 
     k1: float = 0.0
     k2: float = 0.0
     p1: float = 0.0
     p2: float = 0.0
     k3: float = 0.0
+    k4: float = 0.0
+    k5: float = 0.0
+    k6: float = 0.0
+    model: str = "plumb_bob"
 
     @property
     def is_zero(self) -> bool:
-        return not any((self.k1, self.k2, self.p1, self.p2, self.k3))
+        return not any((self.k1, self.k2, self.p1, self.p2, self.k3, self.k4, self.k5, self.k6))
 
     def as_array(self) -> np.ndarray:
-        """``[5]`` in OpenCV order ``k1, k2, p1, p2, k3``."""
+        """The coefficients in CameraInfo / OpenCV order of ``model`` (5, 8 or 4 values)."""
+        if self.model == "equidistant":
+            return np.array([self.k1, self.k2, self.k3, self.k4])
+        if self.model == "rational_polynomial":
+            return np.array([self.k1, self.k2, self.p1, self.p2, self.k3, self.k4, self.k5, self.k6])
         return np.array([self.k1, self.k2, self.p1, self.p2, self.k3])
+
+    @staticmethod
+    def from_array(model: str, d: Sequence[float]) -> "Distortion":
+        """From CameraInfo's ``distortion_model`` and ``d``; ValueError names an unsupported model or a
+        wrong number of coefficients."""
+        d = [float(v) for v in d]
+        if model not in DISTORTION_MODELS:
+            raise ValueError(f"distortion model '{model}' is not supported (supported: "
+                             f"{', '.join(DISTORTION_MODELS)})")
+        lo, hi = DISTORTION_MODELS[model]
+        if not lo <= len(d) <= hi:
+            raise ValueError(f"distortion model '{model}' needs {lo}..{hi} coefficients, d has {len(d)}")
+        if not np.all(np.isfinite(d)):
+            raise ValueError(f"distortion coefficients are not finite: {d}")
+        d = d + [0.0] * (hi - len(d))
+        if model == "equidistant":
+            return Distortion(k1=d[0], k2=d[1], k3=d[2], k4=d[3], model=model)
+        if model == "rational_polynomial":
+            return Distortion(*d[:8], model=model)
+        return Distortion(*d[:5], model=model)
+
+
+# CameraInfo distortion_model -> (fewest, most) coefficients accepted (missing ones are 0).
+DISTORTION_MODELS = {"plumb_bob": (4, 5), "rational_polynomial": (5, 8), "equidistant": (4, 4)}
+
+
+def _radial(r2: np.ndarray, d: Distortion) -> np.ndarray:
+    num = 1.0 + r2 * (d.k1 + r2 * (d.k2 + r2 * d.k3))
+    if d.model == "rational_polynomial":
+        return num / (1.0 + r2 * (d.k4 + r2 * (d.k5 + r2 * d.k6)))
+    return num
+
+
+def _fisheye_theta_d(theta: np.ndarray, d: Distortion) -> np.ndarray:
+    t2 = theta * theta
+    return theta * (1.0 + t2 * (d.k1 + t2 * (d.k2 + t2 * (d.k3 + t2 * d.k4))))
 
 
 def distort_normalized(x: np.ndarray, y: np.ndarray, d: Distortion) -> Tuple[np.ndarray, np.ndarray]:
     """Forward model: ideal normalised coordinates ``(x, y) = (X/Z, Y/Z)`` -> distorted ones."""
+    if d.model == "equidistant":
+        r = np.sqrt(x * x + y * y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = np.where(r > 1e-12, _fisheye_theta_d(np.arctan(r), d) / r, 1.0)
+        return x * s, y * s
     r2 = x * x + y * y
-    radial = 1.0 + r2 * (d.k1 + r2 * (d.k2 + r2 * d.k3))
+    radial = _radial(r2, d)
     xd = x * radial + 2.0 * d.p1 * x * y + d.p2 * (r2 + 2.0 * x * x)
     yd = y * radial + d.p1 * (r2 + 2.0 * y * y) + 2.0 * d.p2 * x * y
     return xd, yd
@@ -248,16 +308,28 @@ def distort_normalized(x: np.ndarray, y: np.ndarray, d: Distortion) -> Tuple[np.
 
 def undistort_normalized(xd: np.ndarray, yd: np.ndarray, d: Distortion,
                          iterations: int = 20) -> Tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`distort_normalized` by fixed-point iteration (as OpenCV's undistortPoints).
+    """Inverse of :func:`distort_normalized` by fixed-point iteration (as OpenCV's undistortPoints;
+    Newton's method on theta for ``equidistant``).
 
     Accurate to ~1e-9 within the field of view of ordinary lenses; not for strong fisheye.
     """
     xd = np.asarray(xd, dtype=np.float64)
     yd = np.asarray(yd, dtype=np.float64)
+    if d.model == "equidistant":
+        rd = np.sqrt(xd * xd + yd * yd)
+        theta = rd.copy()
+        for _ in range(iterations):
+            t2 = theta * theta
+            f = _fisheye_theta_d(theta, d) - rd
+            df = 1.0 + t2 * (3 * d.k1 + t2 * (5 * d.k2 + t2 * (7 * d.k3 + t2 * 9 * d.k4)))
+            theta = theta - f / df
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = np.where(rd > 1e-12, np.tan(theta) / rd, 1.0)
+        return xd * s, yd * s
     x, y = xd.copy(), yd.copy()
     for _ in range(iterations):
         r2 = x * x + y * y
-        radial = 1.0 + r2 * (d.k1 + r2 * (d.k2 + r2 * d.k3))
+        radial = _radial(r2, d)
         dx = 2.0 * d.p1 * x * y + d.p2 * (r2 + 2.0 * x * x)
         dy = d.p1 * (r2 + 2.0 * y * y) + 2.0 * d.p2 * x * y
         x = (xd - dx) / radial

@@ -299,6 +299,18 @@ class RosConfig:
     pose_topic: str = param("camera/pose", "PoseStamped or Odometry topic when pose_source is not tf")
     world_frame: str = param("map", "Fixed frame of the map and of every published output")
     camera_frame: str = param("", "Optical frame of the camera; empty = the image header's frame_id")
+    pose_frame: str = param("", "Frame whose pose the PoseStamped messages give (e.g. base_link; composed "
+                            "with TF to the image's optical frame); empty = the optical frame itself. "
+                            "Odometry names it in child_frame_id")
+    camera_model: str = param("auto", "How CameraInfo describes the images (as image_geometry): raw = k and d "
+                              "(distorted images are undistorted into p), rectified = p (image_proc's "
+                              "image_rect*), auto = rectified when the image topic's name contains 'rect', "
+                              "else raw", choices=["auto", "raw", "rectified"])
+    time_jump_threshold: float = param(1.0, "A stamp this much older than the newest one of its stream (a bag "
+                                       "loop, a simulator reset) is a backward time jump: the TF and frame "
+                                       "stores are cleared and mapping goes on", unit="s", lo=0.001, hi=1e6)
+    time_jump_resets_map: bool = param(False, "On a backward time jump of the image stream also reset the map "
+                                       "(false: keep it, e.g. a bag played in a loop maps the same place)")
     tf_timeout: float = param(0.5, "How long a frame waits for its TF before it is dropped", unit="s",
                               lo=0.0, hi=10.0)
     max_sync_offset: float = param(0.02, "Largest stamp difference for colour/depth/pose matching",

@@ -4,7 +4,17 @@ ROS-free (numpy in, :class:`Frame` out) so the node stays a thin adapter and thi
 without rclpy. An image waits (bounded, at most ``tf_timeout`` seconds of wall time) for its pose at
 its own stamp and for a depth image within ``max_sync_offset``; anything that cannot be matched is
 rejected with a reason the node logs and counts. Poses from a PoseStamped / Odometry topic go into
-the same :class:`TransformBuffer` as TF, so both sources share interpolation and staleness checks.
+the same :class:`TransformBuffer` as TF, as the edge from the message's frame to the frame it is the
+pose of, so both sources share interpolation and staleness checks and a pose of ``base_link``
+composes with the static transforms to the image's optical frame.
+
+Depth must be in the colour image's optical frame (registered, "aligned to colour"); depth from
+another frame is refused naming both frames. Images of a raw, distorted camera are undistorted
+here (:class:`~gags_ros.core.camera_info.CameraModel`) once a frame is complete.
+
+A stamp that goes back by more than ``ros.time_jump_threshold`` on the image or depth stream (a bag
+played in a loop, a simulator reset) clears that stream's store, as tf2 clears its buffer on a
+backward clock jump, and is reported through ``on_time_jump``; the TF buffer does the same per edge.
 """
 
 from __future__ import annotations
@@ -17,12 +27,16 @@ from typing import Callable, Deque, List, Optional, Tuple
 
 import numpy as np
 
+from .camera_info import CameraModel
 from .config import LimitsConfig, RosConfig
 from .plausibility import pose_jump_problem
 from .tf_buffer import TransformBuffer, TransformError
 from .types import Frame, Intrinsics, PoseError, check_rigid
 
-POSE_TOPIC_FRAME = "gags_pose_topic_camera"  # child frame of poses that come from a topic
+POSE_TOPIC_FRAME = "gags_pose_topic_camera"  # child frame of topic poses that name none: the image's frame
+ALIGNED_DEPTH_HINT = ("depth must be registered to the colour camera: use the driver's aligned depth topic "
+                      "(RealSense: /camera/aligned_depth_to_color/image_raw with align_depth.enable:=true; "
+                      "ZED: depth/depth_registered; Orbbec: depth_registration:=true)")
 
 
 @dataclass
@@ -42,37 +56,72 @@ class FrameAssembler:
 
     def __init__(self, cfg: RosConfig, tf: Optional[TransformBuffer] = None,
                  clock: Callable[[], float] = time.monotonic, max_pending: int = 64,
-                 limits: Optional[LimitsConfig] = None):
+                 limits: Optional[LimitsConfig] = None,
+                 on_time_jump: Optional[Callable[[str, float, float], None]] = None):
         self.cfg = cfg
         self.limits = limits if limits is not None else LimitsConfig()
         self.intrinsics_refused = ""  # why the last CameraInfo was refused (named while images wait)
         self._last_pose: Optional[np.ndarray] = None  # T_world_cam of the last frame with a pose
         self.tf = tf if tf is not None else TransformBuffer()
         self.clock = clock
-        self.intrinsics: Optional[Intrinsics] = None
+        self.camera: Optional[CameraModel] = None
         self._depth_stamps: List[float] = []
-        self._depths: List[np.ndarray] = []
+        self._depths: List[Tuple[np.ndarray, str]] = []  # (depth, frame_id)
+        self._newest_image = -float("inf")
+        self.on_time_jump = on_time_jump  # (stream, from_stamp, to_stamp) after a store was cleared
+        self.pose_child = POSE_TOPIC_FRAME  # the frame the pose topic's poses are of (the last one named)
         self._pending: Deque[_Pending] = collections.deque()
         self.max_pending = max_pending
         self.dropped_waiting = 0
 
     # ---- inputs -----------------------------------------------------------------------------
-    def set_intrinsics(self, intr: Intrinsics) -> None:
-        self.intrinsics = intr
+    @property
+    def intrinsics(self) -> Optional[Intrinsics]:
+        """The pinhole camera of the frames handed out (None before any CameraInfo)."""
+        return self.camera.intrinsics if self.camera is not None else None
+
+    def set_camera(self, model: CameraModel) -> None:
+        self.camera = model
         self.intrinsics_refused = ""
 
-    def add_depth(self, depth: np.ndarray, stamp: float, keep: int = 30) -> None:
-        """Depth ``[H, W]`` float32 metres at ``stamp`` s; the last ``keep`` are kept for matching."""
+    def set_intrinsics(self, intr: Intrinsics) -> None:
+        """A pinhole camera whose images are used as they come."""
+        self.set_camera(CameraModel.pinhole(intr))
+
+    def _jumped(self, newest: float, stamp: float) -> bool:
+        return stamp < newest - self.cfg.time_jump_threshold
+
+    def add_depth(self, depth: np.ndarray, stamp: float, frame_id: str = "", keep: int = 30) -> None:
+        """Depth ``[H, W]`` float32 metres at ``stamp`` s in optical frame ``frame_id`` ("" = unnamed);
+        the last ``keep`` are kept for matching."""
+        if self._depth_stamps and self._jumped(self._depth_stamps[-1], stamp):
+            newest = self._depth_stamps[-1]
+            self._depth_stamps, self._depths = [], []
+            if self.on_time_jump is not None:
+                self.on_time_jump("depth", newest, stamp)
         i = bisect.bisect_left(self._depth_stamps, stamp)
         self._depth_stamps.insert(i, stamp)
-        self._depths.insert(i, depth)
+        self._depths.insert(i, (depth, frame_id.lstrip("/")))
         if len(self._depths) > keep:
             del self._depth_stamps[0], self._depths[0]
 
-    def add_pose(self, T_world_cam: np.ndarray, stamp: float, parent: Optional[str] = None) -> None:
-        """A camera pose from a PoseStamped / Odometry topic (``parent`` = its header frame)."""
-        T = check_rigid(T_world_cam, f"pose at {stamp:.3f} s")
-        self.tf.set_transform(parent or self.cfg.world_frame, POSE_TOPIC_FRAME, stamp, T)
+    def add_pose(self, T_parent_child: np.ndarray, stamp: float, parent: Optional[str] = None,
+                 child: Optional[str] = None) -> bool:
+        """A pose from a PoseStamped / Odometry topic: of frame ``child`` (Odometry.child_frame_id or
+        ``ros.pose_frame``; None or "" = the image's optical frame itself) in frame ``parent`` (the
+        header's; None or "" = ``ros.world_frame``). Returns True when it restarted the edge's
+        history after a backward time jump."""
+        T = check_rigid(T_parent_child, f"pose at {stamp:.3f} s")
+        self.pose_child = (child or "").lstrip("/") or POSE_TOPIC_FRAME
+        return self.tf.set_transform(parent or self.cfg.world_frame, self.pose_child, stamp, T)
+
+    def clear(self) -> None:
+        """Forget stored depth and waiting images (a backward clock jump: they belong to the old time)."""
+        self._depth_stamps, self._depths = [], []
+        self.dropped_waiting += len(self._pending)
+        self._pending.clear()
+        self._last_pose = None
+        self._newest_image = -float("inf")
 
     def offer(self, image: np.ndarray, stamp: float, frame_id: str, name: str = "") -> Optional[str]:
         """Queue an ``[H, W, 3]`` uint8 image; returns a rejection reason now, or None when queued.
@@ -80,6 +129,14 @@ class FrameAssembler:
         problem = self._size_problem(image)
         if problem:
             return problem
+        if self._jumped(self._newest_image, stamp):
+            newest, self._newest_image = self._newest_image, stamp
+            self.dropped_waiting += len(self._pending)
+            self._pending.clear()  # they wait for poses and depth that the jump has cleared
+            self._last_pose = None
+            if self.on_time_jump is not None:
+                self.on_time_jump("image", newest, stamp)
+        self._newest_image = max(self._newest_image, stamp)
         if len(self._pending) >= self.max_pending:
             self._pending.popleft()
             self.dropped_waiting += 1
@@ -89,18 +146,20 @@ class FrameAssembler:
     def _size_problem(self, image: np.ndarray) -> str:
         """Why ``image`` does not fit the CameraInfo ("" when it does, or while none has arrived)."""
         h, w = image.shape[:2]
-        k = self.intrinsics
-        if k is None or (w, h) == (k.width, k.height):
+        if self.camera is None:
+            return ""
+        k = self.camera.source
+        if (w, h) == (k.width, k.height):
             return ""
         return f"image is {w}x{h} but CameraInfo says {k.width}x{k.height}"
 
     # ---- matching ---------------------------------------------------------------------------
     def _camera_frame(self, p: _Pending) -> str:
-        if self.cfg.pose_source != "tf":
-            return POSE_TOPIC_FRAME
+        if self.cfg.pose_source != "tf" and self.pose_child == POSE_TOPIC_FRAME:
+            return POSE_TOPIC_FRAME  # the pose topic's poses are of the optical frame itself
         return self.cfg.camera_frame or p.frame_id
 
-    def _depth_for(self, stamp: float) -> Tuple[Optional[np.ndarray], bool]:
+    def _depth_for(self, stamp: float) -> Tuple[Optional[Tuple[np.ndarray, str]], bool]:
         """(depth, final): the closest depth within max_sync_offset; final=False while one may come."""
         s = self._depth_stamps
         if s:
@@ -133,7 +192,10 @@ class FrameAssembler:
             if problems or waiting:
                 rejected.append((p.name, "; ".join(problems + waiting)))
                 continue
-            ready.append(Frame(image=p.image, T_world_cam=T, intrinsics=self.intrinsics, depth=depth,
+            image = self.camera.rectify(p.image)
+            if depth is not None:
+                depth = self.camera.rectify(depth, nearest=True)
+            ready.append(Frame(image=image, T_world_cam=T, intrinsics=self.intrinsics, depth=depth,
                                stamp=p.stamp, name=p.name, extra={"arrived": p.arrived}))
         return ready, rejected
 
@@ -151,10 +213,16 @@ class FrameAssembler:
                 problems.append(problem)
         depth = None
         if self.cfg.depth_topic:
-            depth, final = self._depth_for(p.stamp)
+            match, final = self._depth_for(p.stamp)
+            depth, depth_frame = match if match is not None else (None, "")
+            image_frame = p.frame_id.lstrip("/")
             if depth is None:
                 why = f"no depth image within {self.cfg.max_sync_offset} s of the colour stamp {p.stamp:.3f} s"
                 (problems if final else waiting).append(why)
+            elif depth_frame and image_frame and depth_frame != image_frame:
+                problems.append(f"depth on '{self.cfg.depth_topic}' is in frame '{depth_frame}' but the colour "
+                                f"image in '{image_frame}': {ALIGNED_DEPTH_HINT}")
+                depth = None
             elif depth.shape != p.image.shape[:2]:
                 problems.append(f"depth is {depth.shape[1]}x{depth.shape[0]} but the colour image is "
                                 f"{p.image.shape[1]}x{p.image.shape[0]}")
@@ -163,7 +231,13 @@ class FrameAssembler:
             T = check_rigid(self.tf.lookup(self.cfg.world_frame, self._camera_frame(p), p.stamp), f"pose of {p.name}")
         except TransformError as e:
             pending = e.kind in ("future", "unknown_frame", "not_connected")
-            (waiting if pending else problems).append(f"no pose: {e}")
+            why = f"no pose: {e}"
+            if self.cfg.pose_source != "tf" and e.kind in ("unknown_frame", "not_connected"):
+                child = self.pose_child if self.pose_child != POSE_TOPIC_FRAME else "the image's frame"
+                why += (f" (poses on '{self.cfg.pose_topic}' are of '{child}'; the transform from it to the image "
+                        f"frame '{self._camera_frame(p)}' comes from /tf_static or /tf, and the pose's frame must "
+                        f"connect to ros.world_frame '{self.cfg.world_frame}')")
+            (waiting if pending else problems).append(why)
         except PoseError as e:
             problems.append(str(e))
         if T is not None and not problems and not waiting:

@@ -8,6 +8,11 @@ the requested time (slerp + lerp) and composing the chain.
 Lookups fail with :class:`TransformError` whose message says what is missing: an unknown frame,
 frames in different trees, or a time outside an edge's history (stale TF / future TF), which the
 node turns into a clear drop reason.
+
+A sample more than ``jump_threshold`` seconds older than its edge's newest one means time jumped
+back (a bag played in a loop, a simulator reset): the edge's history restarts from it, as tf2
+clears its buffer on a backward clock jump (without that, every later sample would fall outside the
+kept history and mapping would stop for good).
 """
 
 from __future__ import annotations
@@ -41,14 +46,16 @@ class _Edge:
 class TransformBuffer:
     """Thread-safe store of ``T_parent_child`` samples with ``cache_time`` seconds of history."""
 
-    def __init__(self, cache_time: float = 10.0):
+    def __init__(self, cache_time: float = 10.0, jump_threshold: float = float("inf")):
         self.cache_time = float(cache_time)
+        self.jump_threshold = float(jump_threshold)
         self._edges: Dict[str, _Edge] = {}
         self._lock = threading.Lock()
 
     def set_transform(self, parent: str, child: str, stamp: float, T_parent_child: np.ndarray,
-                      static: bool = False) -> None:
-        """Add one sample (``stamp`` seconds; ignored for static edges)."""
+                      static: bool = False) -> bool:
+        """Add one sample (``stamp`` seconds; ignored for static edges). Returns True when the sample
+        was a backward time jump that restarted the edge's history."""
         parent, child = parent.lstrip("/"), child.lstrip("/")
         if parent == child:
             raise ValueError(f"transform from {child!r} to itself")
@@ -61,7 +68,10 @@ class TransformBuffer:
                 e = self._edges[child] = _Edge(parent, static)
             if static:
                 e.stamps, e.poses = [0.0], [T]
-                return
+                return False
+            jumped = bool(e.stamps) and stamp < e.stamps[-1] - self.jump_threshold
+            if jumped:
+                e.stamps, e.poses = [], []
             i = bisect.bisect_left(e.stamps, stamp)
             if i < len(e.stamps) and e.stamps[i] == stamp:
                 e.poses[i] = T
@@ -72,6 +82,12 @@ class TransformBuffer:
             cut = bisect.bisect_left(e.stamps, e.stamps[-1] - self.cache_time)
             if cut > 0:
                 del e.stamps[:cut], e.poses[:cut]
+        return jumped
+
+    def clear(self) -> None:
+        """Forget every dynamic sample; static transforms stay (tf2 on a backward clock jump)."""
+        with self._lock:
+            self._edges = {c: e for c, e in self._edges.items() if e.static}
 
     def frames(self) -> List[str]:
         with self._lock:

@@ -19,8 +19,9 @@ import numpy as np
 class Intrinsics:
     """Pinhole intrinsics in pixels for an image of ``width`` x ``height`` pixels.
 
-    The pixel centre convention is OpenCV's: pixel (u, v) covers [u, u+1) x [v, v+1) and its centre
-    is at (u + 0.5, v + 0.5).
+    Pixel (u, v) covers [u, u+1) x [v, v+1) and its centre is at (u + 0.5, v + 0.5) (COLMAP,
+    nerfstudio, gsplat). ROS CameraInfo and OpenCV put the centre at (u, v): their cx, cy are 0.5 px
+    smaller (converted in :mod:`gags_ros.core.camera_info`).
     """
 
     fx: float  # px

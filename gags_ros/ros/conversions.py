@@ -18,6 +18,8 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from ..core.camera import pose_from_translation_quat, translation_quat_from_pose
+from ..core.camera_info import (CameraInfoFields, CameraModel, camera_info_fields, camera_model_from_info,
+                                is_rectified_topic)
 from ..core.config import LimitsConfig
 from ..core.plausibility import depth_in_range, intrinsics_problems, quaternion_problem
 from ..core.types import Intrinsics
@@ -100,32 +102,38 @@ def depth_from_msg(msg: Image, limits: Optional[LimitsConfig] = None) -> np.ndar
         raise InputError(str(e)) from None
 
 
-def intrinsics_from_msg(msg: CameraInfo, limits: Optional[LimitsConfig] = None) -> Intrinsics:
-    """Pinhole intrinsics from CameraInfo.k (images are assumed rectified, as image_proc publishes).
-    Every problem is named: a camera matrix that is not finite with fx, fy > 0, a zero size, a field
-    of view outside ``limits``."""
-    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-    problems = []
-    if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
-        problems.append(f"invalid camera matrix k={[float(v) for v in msg.k]} (needs finite values, fx > 0, fy > 0)")
-    if msg.width == 0 or msg.height == 0:
-        problems.append(f"zero width or height ({msg.width}x{msg.height})")
-    if problems:
-        raise InputError("CameraInfo has " + "; ".join(problems))
-    intr = Intrinsics.from_K(K, int(msg.width), int(msg.height))
-    problems = intrinsics_problems(intr, limits or LimitsConfig())
+def camera_model_from_msg(msg: CameraInfo, limits: Optional[LimitsConfig] = None, mode: str = "auto",
+                          image_topic: str = "") -> CameraModel:
+    """How images described by ``msg`` become pinhole images, as image_geometry reads CameraInfo
+    (:mod:`gags_ros.core.camera_info`: the ROS pixel convention converted, k or p by ``mode`` and
+    ``image_topic``, distortion, binning, ROI). Every problem is named: a camera matrix that is not
+    finite with fx, fy > 0, a zero size, an unsupported distortion model, a field of view outside
+    ``limits``."""
+    roi = msg.roi
+    fields = CameraInfoFields(int(msg.width), int(msg.height), tuple(float(v) for v in msg.k),
+                              tuple(float(v) for v in msg.d), str(msg.distortion_model),
+                              tuple(float(v) for v in msg.r), tuple(float(v) for v in msg.p),
+                              int(msg.binning_x), int(msg.binning_y),
+                              (int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)))
+    try:
+        model = camera_model_from_info(fields, mode, is_rectified_topic(image_topic))
+    except ValueError as e:
+        raise InputError(f"CameraInfo has {e}") from None
+    problems = intrinsics_problems(model.intrinsics, limits or LimitsConfig())
     if problems:
         raise InputError("CameraInfo implausible: " + "; ".join(problems))
-    return intr
+    return model
+
+
+def intrinsics_from_msg(msg: CameraInfo, limits: Optional[LimitsConfig] = None) -> Intrinsics:
+    """Pinhole intrinsics (internal pixel convention) of a CameraInfo read with ``camera_model: auto``
+    (see :func:`camera_model_from_msg`)."""
+    return camera_model_from_msg(msg, limits).intrinsics
 
 
 def camera_info_to_msg(intr: Intrinsics, header: Header) -> CameraInfo:
-    K = intr.K
-    P = np.zeros((3, 4))
-    P[:, :3] = K
-    return CameraInfo(header=header, width=int(intr.width), height=int(intr.height),
-                      distortion_model="plumb_bob", d=[0.0] * 5, k=[float(v) for v in K.ravel()],
-                      r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0], p=[float(v) for v in P.ravel()])
+    """CameraInfo of pinhole intrinsics, in the ROS convention (pixel centres at integers)."""
+    return CameraInfo(header=header, **camera_info_fields(intr))
 
 
 def image_to_msg(image: np.ndarray, header: Header, encoding: Optional[str] = None) -> Image:

@@ -48,7 +48,7 @@ from ..core.teachers.pipeline import check_teacher_weights, random_weight_models
 from ..core.tf_buffer import TransformBuffer
 from ..core.types import PoseError
 from ..core.worker import Worker, WorkerBusy
-from .conversions import (InputError, depth_from_msg, image_from_compressed, image_from_msg, intrinsics_from_msg,
+from .conversions import (InputError, camera_model_from_msg, depth_from_msg, image_from_compressed, image_from_msg,
                           labelled_markers, matrix_from_pose, matrix_from_transform, pointcloud2_to_msg, stamp_to_sec,
                           target_markers)
 from .dds import ensure_profile_env
@@ -130,8 +130,10 @@ class MappingNode(Node):
         # Callback groups matter only under a multi-threaded executor (tests embed the node in
         # their own); the shared frame-assembly state is under our lock either way.
         images = aux = ReentrantCallbackGroup()
-        self.tf = TransformBuffer(cache_time=max(10.0, 20 * r.tf_timeout))
-        self.assembler = FrameAssembler(r, self.tf, max_pending=4 * r.frame_buffer, limits=self.cfg.limits)
+        self.tf = TransformBuffer(cache_time=max(10.0, 20 * r.tf_timeout), jump_threshold=r.time_jump_threshold)
+        self.assembler = FrameAssembler(r, self.tf, max_pending=4 * r.frame_buffer, limits=self.cfg.limits,
+                                        on_time_jump=self._on_time_jump)
+        self._camera_matrix = ""
         self._lock = threading.Lock()
         self._throttle = {}
         self.messages_lost = {}  # topic -> messages DDS reports lost before they reached a callback
@@ -147,16 +149,25 @@ class MappingNode(Node):
             self.subs.append(sub(CompressedImage, r.compressed_image_topic, self._on_compressed, group=images))
         if r.depth_topic:
             self.subs.append(sub(Image, r.depth_topic, self._on_depth))
-        if r.pose_source == "tf":
-            tf_qos = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
-            static_qos = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
-                                    durability=DurabilityPolicy.TRANSIENT_LOCAL)
-            self.subs.append(sub(TFMessage, "/tf", lambda m: self._on_tf(m, False), tf_qos))
-            self.subs.append(sub(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), static_qos))
-        elif r.pose_source == "pose":
+        # TF in every mode: with a pose topic it gives the transform from the frame the poses are of
+        # (e.g. base_link) to the image's optical frame, and the pose's frame to the world frame.
+        tf_qos = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+        static_qos = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.subs.append(sub(TFMessage, "/tf", lambda m: self._on_tf(m, False), tf_qos))
+        self.subs.append(sub(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), static_qos))
+        if r.pose_source == "pose":
             self.subs.append(sub(PoseStamped, r.pose_topic, self._on_pose))
-        else:
+        elif r.pose_source == "odometry":
             self.subs.append(sub(Odometry, r.pose_topic, self._on_pose))
+        # A simulated clock (use_sim_time) that jumps back clears TF and the frame stores, as tf2 does.
+        from rclpy.clock import JumpThreshold
+        from rclpy.duration import Duration
+
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-int(r.time_jump_threshold * 1e9)),
+                          on_clock_change=False),
+            post_callback=lambda jump: self._on_time_jump("clock", 0.0, jump.delta.nanoseconds * 1e-9, relative=True))
         self.sync_timer = self.create_timer(0.02, self._flush, callback_group=images)
         self.callback_seconds = 0.0
         self.callback_count = 0
@@ -207,9 +218,18 @@ class MappingNode(Node):
 
     def _on_info(self, msg: CameraInfo) -> None:
         try:
-            intr = intrinsics_from_msg(msg, self.cfg.limits)
+            topic = self.cfg.ros.compressed_image_topic or self.subs[0].topic_name
+            model = camera_model_from_msg(msg, self.cfg.limits, self.cfg.ros.camera_model, topic)
             with self._lock:
-                self.assembler.set_intrinsics(intr)
+                self.assembler.set_camera(model)
+            described = f"{model.matrix} {model.distortion.model if model.distortion else ''}"
+            if described != self._camera_matrix:  # once per change, not per message
+                self._camera_matrix = described
+                i = model.intrinsics
+                self.note(f"camera from CameraInfo ({self.cfg.ros.camera_model}: {model.matrix}"
+                          f"{', ' + model.distortion.model + ' undistorted' if model.distortion else ''}): "
+                          f"{i.width}x{i.height}, fx {i.fx:.2f}, fy {i.fy:.2f}, principal point ({i.cx - 0.5:.2f}, "
+                          f"{i.cy - 0.5:.2f}) px in the ROS convention")
         except InputError as e:
             with self._lock:
                 self.assembler.intrinsics_refused = str(e)
@@ -219,28 +239,60 @@ class MappingNode(Node):
         try:
             depth = depth_from_msg(msg, self.cfg.limits)
             with self._lock:
-                self.assembler.add_depth(depth, stamp_to_sec(msg.header.stamp))
+                self.assembler.add_depth(depth, stamp_to_sec(msg.header.stamp), msg.header.frame_id)
         except InputError as e:
             self.reject(f"depth on {self.cfg.ros.depth_topic}", str(e))
 
     def _on_tf(self, msg: TFMessage, static: bool) -> None:
         for t in msg.transforms:
             what = f"TF {t.header.frame_id} -> {t.child_frame_id}"
+            if not static and t.child_frame_id.lstrip("/") == self.assembler.pose_child:
+                continue  # the pose topic gives this edge (e.g. odom -> base_link of the Odometry)
             try:
-                self.tf.set_transform(t.header.frame_id, t.child_frame_id, stamp_to_sec(t.header.stamp),
-                                      matrix_from_transform(t.transform, self.cfg.limits.quaternion_tolerance),
-                                      static=static)
+                stamp = stamp_to_sec(t.header.stamp)
+                if self.tf.set_transform(t.header.frame_id, t.child_frame_id, stamp,
+                                         matrix_from_transform(t.transform, self.cfg.limits.quaternion_tolerance),
+                                         static=static):
+                    self._on_time_jump(what, math.nan, stamp)
             except ValueError as e:
                 self.reject(what, str(e))
 
     def _on_pose(self, msg) -> None:
-        pose = msg.pose.pose if isinstance(msg, Odometry) else msg.pose
+        odometry = isinstance(msg, Odometry)
+        pose = msg.pose.pose if odometry else msg.pose
+        child = (msg.child_frame_id if odometry else "") or self.cfg.ros.pose_frame
         try:
             T = matrix_from_pose(pose, self.cfg.limits.quaternion_tolerance)
+            stamp = stamp_to_sec(msg.header.stamp)
             with self._lock:
-                self.assembler.add_pose(T, stamp_to_sec(msg.header.stamp), msg.header.frame_id or None)
+                jumped = self.assembler.add_pose(T, stamp, msg.header.frame_id or None, child or None)
+            if jumped:
+                self._on_time_jump(f"pose on {self.cfg.ros.pose_topic}", math.nan, stamp)
         except (InputError, PoseError, ValueError) as e:
             self.reject(f"pose on {self.cfg.ros.pose_topic}", str(e))
+
+    def _on_time_jump(self, stream: str, newest: float, stamp: float, relative: bool = False) -> None:
+        """Time went back on ``stream`` (its store was cleared already): with the simulated clock, clear
+        TF and the frame stores too; log once per jump; reset the map if the parameters say so."""
+        if stream == "clock":
+            with self._lock:
+                self.tf.clear()
+                self.assembler.clear()
+            what = f"the clock jumped back by {-stamp:.3f} s"
+        elif math.isnan(newest):
+            what = f"{stream} went back in time to {stamp:.3f} s"
+        else:
+            what = f"{stream} stamps went back from {newest:.3f} to {stamp:.3f} s"
+        reset = self.cfg.ros.time_jump_resets_map and stream in ("image", "clock")
+        self.note(f"{what} (a bag loop or a simulator reset?): TF and frame history cleared, mapping goes on"
+                  + (" with a new map (ros.time_jump_resets_map)" if reset else " with the map kept"),
+                  "warning", throttle_key="time jump")
+        if reset:
+            try:
+                self.worker.call_async(lambda p: p.reset(), admit=False)
+            except RuntimeError:  # shutting down
+                pass
+            self.worker.frames.clear()
 
     def _flush(self) -> None:
         with self._lock:

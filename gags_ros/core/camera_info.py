@@ -1,0 +1,151 @@
+"""sensor_msgs/CameraInfo read as image_geometry reads it, ROS-free.
+
+What a camera driver's CameraInfo means for the images the mapper gets:
+
+- **Pixel convention.** ROS (and OpenCV) put the centre of pixel ``(u, v)`` at integer ``(u, v)``;
+  :class:`~gags_ros.core.types.Intrinsics` puts it at ``(u + 0.5, v + 0.5)``. A principal point
+  read from CameraInfo gets ``+0.5`` here, and :func:`camera_info_fields` (what our publishers
+  send) takes it off again, so the conversion happens once at the boundary.
+- **Which matrix.** ``raw`` images (``image_raw``) are described by ``K`` and ``D``: with a non-zero
+  ``D`` they are undistorted into the pinhole camera ``P`` (image_geometry's ``rectifyImage``),
+  colour bilinear and depth nearest, with sampling maps computed once per CameraInfo (cached in
+  :func:`gags_ros.core.camera.undistort_image`). ``rectified`` images (image_proc's ``image_rect*``,
+  which share the raw stream's CameraInfo) are described by ``P``. ``auto``: rectified when the
+  image topic's last name contains ``rect``, else raw (a zero ``D`` then uses ``K`` as it is).
+- **Binning and ROI** (``binning_x/y``, ``roi``) are applied to the matrix and the image size.
+  Exactly, in the pixel-area convention: ``c' = (c - offset) / binning``, ``f' = f / binning``
+  (image_geometry scales the integer-centre ``c`` instead, a quarter pixel off at binning 2).
+
+Distortion models: ``plumb_bob``, ``rational_polynomial`` and ``equidistant``
+(:class:`~gags_ros.core.camera.Distortion`); any other is refused with its name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .camera import Distortion, undistort_image
+from .types import Intrinsics
+
+CAMERA_MODELS = ("auto", "raw", "rectified")
+ROS_TO_INTERNAL = 0.5  # px added to a CameraInfo principal point (integer pixel centres -> centres at +0.5)
+
+
+@dataclass(frozen=True)
+class CameraInfoFields:
+    """The fields of a sensor_msgs/CameraInfo that describe the camera (sizes in px)."""
+
+    width: int
+    height: int
+    k: Tuple[float, ...]                      # [9] row-major 3x3
+    d: Tuple[float, ...] = ()
+    distortion_model: str = ""
+    r: Tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    p: Tuple[float, ...] = (0.0,) * 12        # [12] row-major 3x4
+    binning_x: int = 0
+    binning_y: int = 0
+    roi: Tuple[int, int, int, int] = (0, 0, 0, 0)  # x_offset, y_offset, width, height
+
+
+@dataclass(frozen=True)
+class CameraModel:
+    """How the node turns incoming images into pinhole images for the mapper.
+
+    ``intrinsics``: the pinhole camera of the images the mapper gets (internal convention).
+    ``source``: the camera of the incoming images (their size is ``source.width x source.height``).
+    ``distortion``: None when images are used as they come, else what :meth:`rectify` removes.
+    ``matrix``: which CameraInfo matrix gave ``intrinsics`` ("k", "p" or "k+d -> p"), for logs.
+    """
+
+    intrinsics: Intrinsics
+    source: Intrinsics
+    distortion: Optional[Distortion] = None
+    matrix: str = "k"
+    notes: Tuple[str, ...] = field(default=())
+
+    @staticmethod
+    def pinhole(intr: Intrinsics) -> "CameraModel":
+        return CameraModel(intr, intr)
+
+    def rectify(self, image: np.ndarray, nearest: bool = False) -> np.ndarray:
+        """``image`` ``[H, W]`` or ``[H, W, C]`` of the source camera -> the same in ``intrinsics``
+        (bilinear, or nearest for depth: depth is never blended across edges)."""
+        if self.distortion is None:
+            return image
+        return undistort_image(image, self.source, self.distortion, self.intrinsics, order=0 if nearest else 1)
+
+
+def is_rectified_topic(topic: str) -> bool:
+    """image_pipeline names rectified streams ``image_rect``, ``image_rect_color``, ..."""
+    return "rect" in topic.rstrip("/").split("/")[-1]
+
+
+def _matrix_ok(fx: float, fy: float, cx: float, cy: float) -> bool:
+    return bool(np.all(np.isfinite([fx, fy, cx, cy])) and fx > 0 and fy > 0)
+
+
+def camera_model_from_info(info: CameraInfoFields, mode: str = "auto", rectified_topic: bool = False) -> CameraModel:
+    """The :class:`CameraModel` of ``info``; ValueError names every problem (without the plausibility
+    limits: check ``model.intrinsics`` with :func:`gags_ros.core.plausibility.intrinsics_problems`)."""
+    if mode not in CAMERA_MODELS:
+        raise ValueError(f"camera model must be one of {', '.join(CAMERA_MODELS)}, got {mode!r}")
+    K = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
+    problems = []
+    if not _matrix_ok(K[0, 0], K[1, 1], K[0, 2], K[1, 2]):
+        problems.append(f"invalid camera matrix k={[float(v) for v in info.k]} (needs finite values, fx > 0, fy > 0)")
+    if info.width == 0 or info.height == 0:
+        problems.append(f"zero width or height ({info.width}x{info.height})")
+    bx, by = max(int(info.binning_x), 1), max(int(info.binning_y), 1)
+    x0, y0, rw, rh = (int(v) for v in info.roi)
+    if rw == 0 or rh == 0:  # all zeros = the full image (sensor_msgs)
+        x0, y0, rw, rh = 0, 0, int(info.width), int(info.height)
+    elif x0 + rw > info.width or y0 + rh > info.height:
+        problems.append(f"roi {rw}x{rh} at ({x0}, {y0}) is outside the {info.width}x{info.height} image")
+    if rw // bx == 0 or rh // by == 0:
+        problems.append(f"binning {bx}x{by} leaves no pixel of {rw}x{rh}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    w, h = rw // bx, rh // by
+
+    def camera(fx: float, fy: float, cx: float, cy: float) -> Intrinsics:
+        return Intrinsics(float(fx) / bx, float(fy) / by, (float(cx) + ROS_TO_INTERNAL - x0) / bx,
+                          (float(cy) + ROS_TO_INTERNAL - y0) / by, w, h)
+
+    src = camera(K[0, 0], K[1, 1], K[0, 2], K[1, 2])
+    P = np.asarray(info.p, dtype=np.float64).reshape(3, 4) if len(info.p) == 12 else np.zeros((3, 4))
+    p_ok = _matrix_ok(P[0, 0], P[1, 1], P[0, 2], P[1, 2])
+    p_cam = camera(P[0, 0], P[1, 1], P[0, 2], P[1, 2]) if p_ok else None
+    if mode == "rectified" or (mode == "auto" and rectified_topic):
+        if p_cam is None:
+            if mode == "rectified":
+                raise ValueError(f"ros.camera_model is 'rectified' but CameraInfo p={[float(v) for v in info.p]} has "
+                                 "no valid projection matrix (needs finite values, fx > 0, fy > 0)")
+            return CameraModel(src, src, None, "k", ("no valid p: k used",))
+        return CameraModel(p_cam, p_cam, None, "p")
+    d = np.asarray(info.d, dtype=np.float64)
+    if d.size == 0 or not np.any(d):
+        return CameraModel(src, src, None, "k")
+    try:
+        dist = Distortion.from_array(info.distortion_model, d)
+    except ValueError as e:
+        raise ValueError(f"{e}; if the images are already rectified, set ros.camera_model: rectified") from None
+    R = np.asarray(info.r, dtype=np.float64).reshape(3, 3) if len(info.r) == 9 else np.eye(3)
+    if np.any(R) and not np.allclose(R, np.eye(3), atol=1e-6):
+        raise ValueError("CameraInfo r is a stereo rectification rotation (not identity): undistorting would "
+                         "move the image out of its optical frame; use the rectified stream (image_rect) with "
+                         "ros.camera_model: rectified")
+    return CameraModel(p_cam or src, src, dist, "k+d -> p" if p_cam else "k+d -> k")
+
+
+def camera_info_fields(intr: Intrinsics) -> dict:
+    """CameraInfo fields (``width, height, distortion_model, d, k, r, p``) of a pinhole camera, in the
+    ROS convention (principal point ``-0.5``): what our publishers send."""
+    fx, fy = intr.fx, intr.fy
+    cx, cy = intr.cx - ROS_TO_INTERNAL, intr.cy - ROS_TO_INTERNAL
+    return {"width": int(intr.width), "height": int(intr.height), "distortion_model": "plumb_bob",
+            "d": [0.0] * 5, "k": [float(v) for v in (fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0)],
+            "r": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+            "p": [float(v) for v in (fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0)]}
