@@ -122,7 +122,11 @@ LAUNCH_ARGS: Dict[str, Tuple[str, str]] = {
     "params_file": ("", "Parameter file (default: the package's config/mapping.yaml)"),
     "image_topic": ("camera/image_raw", "Remap the colour image topic"),
     "camera_info_topic": ("camera/camera_info", "Remap the CameraInfo topic"),
-    "depth_topic": ("", "Depth topic (sets ros.depth_topic; empty = none)"),
+    "depth_topic": ("", "Depth topic (sets ros.depth_topic; empty = none): depth registered to the colour camera"),
+    "world_frame": ("", "Fixed frame of the map (sets ros.world_frame; empty = the parameter file's, map)"),
+    "pose_source": ("", "tf, pose or odometry (sets ros.pose_source; empty = the parameter file's, tf)"),
+    "pose_topic": ("", "PoseStamped / Odometry topic (sets ros.pose_topic; empty = the parameter file's)"),
+    "camera_model": ("", "auto, raw or rectified (sets ros.camera_model; empty = the parameter file's, auto)"),
     "device": ("auto", "Torch device (auto, cpu, cuda, cuda:N)"),
     "replay": ("", "Also start the replay node with these arguments (e.g. a dataset folder)"),
     "rviz": ("false", "Start RViz with config/gags.rviz"),
@@ -138,8 +142,9 @@ def nodes_from_launch_args(values: Dict[str, str]) -> List[NodeSpec]:
         raise ValueError(f"unknown launch argument(s) {sorted(unknown)}; known: {', '.join(LAUNCH_ARGS)}")
     v = {k: values.get(k, d) for k, (d, _) in LAUNCH_ARGS.items()}
     overrides = {"device": v["device"]}
-    if v["depth_topic"]:
-        overrides["ros.depth_topic"] = v["depth_topic"]
+    for arg in ("depth_topic", "world_frame", "pose_source", "pose_topic", "camera_model"):
+        if v[arg]:
+            overrides[f"ros.{arg}"] = v[arg]
     remaps = [("camera/image_raw", v["image_topic"]), ("camera/camera_info", v["camera_info_topic"])]
     return mapping_nodes(v["params_file"] or None, overrides, remaps, replay=shlex.split(v["replay"]) or None,
                          rviz=v["rviz"].lower() == "true")
