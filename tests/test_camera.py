@@ -148,14 +148,19 @@ def test_interpolate_pose():
 # ------------------------------------------------------------------ distortion
 
 DIST = C.Distortion(k1=-0.25, k2=0.06, p1=1.5e-3, p2=-8e-4, k3=0.0)
+# CameraInfo's three models (issue 16 item 3): the same tests run for each.
+MODELS = [DIST,
+          C.Distortion.from_array("rational_polynomial", [-0.25, 0.06, 1.5e-3, -8e-4, 0.0, 0.2, -0.02, 0.0]),
+          C.Distortion.from_array("equidistant", [-0.1, 0.01, -0.002, 0.0005])]
 
 
-def test_undistort_points_inverts_forward_model():
+@pytest.mark.parametrize("dist", MODELS, ids=lambda d: d.model)
+def test_undistort_points_inverts_forward_model(dist):
     rng = np.random.default_rng(3)
     x, y = rng.uniform(-0.6, 0.6, 500), rng.uniform(-0.5, 0.5, 500)
-    xd, yd = C.distort_normalized(x, y, DIST)
+    xd, yd = C.distort_normalized(x, y, dist)
     assert np.abs(xd - x).max() > 1e-2  # the model does distort
-    xu, yu = C.undistort_normalized(xd, yd, DIST)
+    xu, yu = C.undistort_normalized(xd, yd, dist)
     np.testing.assert_allclose(xu, x, atol=1e-9)
     np.testing.assert_allclose(yu, y, atol=1e-9)
 
@@ -165,7 +170,20 @@ def _pattern(u, v):
     return 0.5 + 0.25 * np.sin(u / 7.0) * np.cos(v / 9.0) + 0.2 * np.sin((u + 2 * v) / 23.0)
 
 
-def test_undistort_image_recovers_pinhole_image():
+def test_distortion_models_from_camera_info():
+    d = C.Distortion.from_array("rational_polynomial", [1, 2, 3, 4, 5, 6, 7, 8])
+    assert (d.k1, d.p1, d.k3, d.k4, d.k6) == (1, 3, 5, 6, 8) and list(d.as_array()) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert list(C.Distortion.from_array("equidistant", [1, 2, 3, 4]).as_array()) == [1, 2, 3, 4]
+    assert C.Distortion.from_array("plumb_bob", [1, 2, 3, 4]).k3 == 0.0
+    with pytest.raises(ValueError, match="'fov' is not supported"):
+        C.Distortion.from_array("fov", [0.1])
+    with pytest.raises(ValueError, match="needs 4..4 coefficients, d has 5"):
+        C.Distortion.from_array("equidistant", [0.0] * 5)
+
+
+@pytest.mark.parametrize("dist", MODELS, ids=lambda d: d.model)
+def test_undistort_image_recovers_pinhole_image(dist):
+    DIST = dist
     # Synthesize what the distorted camera sees: each distorted pixel centre shows the pattern at
     # its ideal (undistorted) location.
     ud, vd = np.meshgrid(np.arange(K.width) + 0.5, np.arange(K.height) + 0.5)
