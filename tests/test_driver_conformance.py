@@ -69,6 +69,8 @@ def test_case_maps_right_or_refuses_naming_the_problem(drivers, case):
     assert ok, f"{case.name}: {why}; status messages {r['messages']}"
     if case.tf == "late":
         assert r["refused"] >= 1 and all("no pose" in x for x in r["reasons"]), r
+    if case.healthy_tail:  # every real start refuses frames before TF; a healthy stream is OK again
+        assert r["level"] == 0 and not r["recent_rejections"], (r["level"], r["diagnostics"])
     if case.time_jump:  # the frames after the jump are mapped, and the jump was reported once
         assert r["refused"] == 0 and r["keyframes"] >= 3, r
         assert any("went back" in m for m in r["messages"]), r["messages"]

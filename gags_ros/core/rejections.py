@@ -8,6 +8,7 @@ the last reason of each kind is kept with its time so a status can show only rec
 
 from __future__ import annotations
 
+import collections
 import re
 import threading
 import time
@@ -33,6 +34,7 @@ class RejectionLog:
         self.by_kind: Dict[str, int] = {}
         self.by_reason: Dict[str, int] = {}
         self._last: Dict[str, Tuple[str, float]] = {}  # kind -> (reason, monotonic seconds)
+        self._times: collections.deque = collections.deque(maxlen=4096)  # (monotonic seconds, kind), newest last
         self._lock = threading.Lock()
 
     def add(self, kind: str, reason: str) -> None:
@@ -42,6 +44,7 @@ class RejectionLog:
             if kind not in self.by_kind and len(self.by_kind) >= self.max_reasons:
                 kind = "other"
             self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+            self._times.append((now, kind))
             self._last[kind] = (reason, now)
             for problem in reason.split("; "):
                 key = reason_key(problem)
@@ -54,6 +57,17 @@ class RejectionLog:
         now = self.clock()
         with self._lock:
             return {k: (r, now - t) for k, (r, t) in self._last.items() if now - t <= max_age}
+
+    def recent_counts(self, max_age: float) -> Dict[str, int]:
+        """``{kind: rejections within max_age seconds}`` (of the last 4096 rejections)."""
+        now = self.clock()
+        out: Dict[str, int] = {}
+        with self._lock:
+            for t, kind in reversed(self._times):
+                if now - t > max_age:
+                    break
+                out[kind] = out.get(kind, 0) + 1
+        return out
 
     def last_time(self) -> float:
         """Monotonic seconds of the latest rejection (-inf before any)."""

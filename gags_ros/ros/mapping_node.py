@@ -550,11 +550,12 @@ class MappingNode(Node):
         expiry = self.cfg.ros.message_expiry
         now = time.monotonic()
         recent = self.rejections.recent(expiry)
+        recent_counts = self.rejections.recent_counts(expiry)
         level = DiagnosticStatus.OK
         summary = f"{s.state}: {s.keyframes} keyframes, {s.gaussians} Gaussians"
         problems = []
         if recent:
-            problems.append("rejected " + ", ".join(sorted(recent)))
+            problems.append("rejected " + ", ".join(f"{k} ({recent_counts.get(k, 1)})" for k in sorted(recent)))
         if now - self._dropped_seen[1] <= expiry:
             problems.append(f"{s.frames_dropped} frames dropped")
         if now - self._lost_time <= expiry:
@@ -579,6 +580,7 @@ class MappingNode(Node):
         values.update({f"requests_answered {k}": n for k, n in sorted(self.requests_answered.items())})
         values.update({f"messages_lost_before_callbacks {t}": n for t, n in self.messages_lost.items()})
         values.update({f"last_rejection {k}": f"{r} ({age:.0f} s ago)" for k, (r, age) in sorted(recent.items())})
+        values.update({f"recent_rejections {k}": n for k, n in sorted(recent_counts.items())})
         values.update({f"rejections {k}": n for k, n in sorted(self.rejections.by_kind.items())})
         values.update({f"rejection_reason {k}": n for k, n in sorted(self.rejections.by_reason.items())})
         timings = self.worker.pipeline.stats().get("timings", {}) if self.worker.pipeline is not None else {}
