@@ -210,7 +210,7 @@ CASES: List[Case] = [
 ]
 
 GROUPS: Dict[str, Dict[str, str]] = {
-    # launch arguments (README: "Supported driver set-ups", RealSense-style names)
+    # launch arguments (README: "Camera drivers", RealSense-style names)
     "tf": {"image_topic": "/camera/color/image_raw", "camera_info_topic": "/camera/color/camera_info",
            "depth_topic": "/camera/aligned_depth_to_color/image_raw"},
     "odometry": {"image_topic": "/camera/color/image_rect", "camera_info_topic": "/camera/color/camera_info",

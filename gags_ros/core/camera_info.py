@@ -149,3 +149,27 @@ def camera_info_fields(intr: Intrinsics) -> dict:
             "d": [0.0] * 5, "k": [float(v) for v in (fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0)],
             "r": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
             "p": [float(v) for v in (fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0)]}
+
+
+def register_depth(depth: np.ndarray, src: Intrinsics, T_dst_src: np.ndarray, dst: Intrinsics) -> np.ndarray:
+    """Depth of another optical frame re-expressed in camera ``dst`` (what a driver's "aligned depth"
+    does): every valid pixel of ``depth`` ``[H_src, W_src]`` (z in metres, 0 = none) of pinhole
+    camera ``src`` is lifted to 3D, moved by ``T_dst_src`` ``[4, 4]`` and written into the ``dst``
+    pixel it falls in with its z there; where several land in one pixel the nearest wins (occlusion).
+    Returns ``[dst.height, dst.width]`` float32, 0 where nothing landed (holes are left, not filled).
+    numpy's ``minimum.at`` is the z-buffer: no OpenCV here (it is not in the environment)."""
+    depth = np.asarray(depth, dtype=np.float32)
+    rows, cols = np.nonzero(depth > 0)
+    z = depth[rows, cols].astype(np.float64)
+    p = np.stack([(cols + 0.5 - src.cx) / src.fx * z, (rows + 0.5 - src.cy) / src.fy * z, z], axis=1)
+    T = np.asarray(T_dst_src, dtype=np.float64)
+    q = p @ T[:3, :3].T + T[:3, 3]
+    front = q[:, 2] > 0
+    q = q[front]
+    u = np.floor(q[:, 0] / q[:, 2] * dst.fx + dst.cx).astype(np.int64)  # pixel i covers [i, i + 1)
+    v = np.floor(q[:, 1] / q[:, 2] * dst.fy + dst.cy).astype(np.int64)
+    ok = (u >= 0) & (u < dst.width) & (v >= 0) & (v < dst.height)
+    out = np.full(dst.height * dst.width, np.inf)
+    np.minimum.at(out, v[ok] * dst.width + u[ok], q[ok, 2])
+    out[~np.isfinite(out)] = 0.0
+    return out.reshape(dst.height, dst.width).astype(np.float32)
