@@ -87,7 +87,8 @@ def T(t, q) -> np.ndarray:
 OPTICAL_Q = (-0.5, 0.5, -0.5, 0.5)  # camera_link -> *_optical_frame (REP 103 / realsense-ros)
 MAP_ODOM = ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0))
 BASE_CAMERA = ((0.15, 0.02, 1.0), yaw_pitch_quat(0.05, math.radians(18)))  # looks down 18 deg
-CAMERA_OPTICAL = ((0.0, 0.015, 0.0), OPTICAL_Q)
+CAMERA_OPTICAL = ((0.0, 0.015, 0.0), OPTICAL_Q)       # colour: 15 mm left of the depth sensor
+DEPTH_OPTICAL = ((0.0, 0.0, 0.0), OPTICAL_Q)          # camera_link -> camera_depth_optical_frame
 
 
 def base_pose(i: int, n: int) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
@@ -179,6 +180,7 @@ class Case:
     time_jump: float = 0.0              # seconds the stamps go back after the first half
     p90_mm: float = 3.0                 # tolerance (issue 21: 3 mm for 16UC1 at 1-3 m)
     healthy_tail: float = 0.0           # then stream good frames this long [s]: diagnostics return to OK
+    depth_camera: Optional[Camera] = None  # depth from its own optical frame (camera_depth_optical_frame)
 
 
 W, H = 640, 480
@@ -188,6 +190,7 @@ RECT_INFO = Camera(K=(640.0, 638.0, 318.2, 241.9), D=(-0.12, 0.03, 4e-4, -3e-4, 
 RECT_IMAGE = Camera(K=(560.0, 560.0, 322.5, 236.0))
 BINNED = Camera(binning=2)  # CameraInfo 1280x960, images 640x480
 ROI = Camera(width=480, height=360, K=(615.0, 615.0, 241.7, 178.4), roi=(80, 60, 480, 360))
+DEPTH_CAMERA = Camera(K=(385.0, 385.0, 320.2, 241.1))  # RealSense D435-like depth at 640x480
 
 CASES: List[Case] = [
     Case("base: rgb8 + 16UC1 mm, TF chain", "tf"),
@@ -199,7 +202,7 @@ CASES: List[Case] = [
     Case("raw image, plumb_bob D (undistorted)", "tf", camera=RAW),
     Case("binning 2 (CameraInfo 1280x960)", "tf", camera=BINNED),
     Case("ROI 480x360 at (80, 60)", "tf", camera=ROI),
-    Case("depth in camera_depth_optical_frame", "tf", depth_frame="camera_depth_optical_frame",
+    Case("depth in camera_depth_optical_frame", "tf", depth_frame="camera_depth_optical_frame", depth_camera=DEPTH_CAMERA,
          expect="is in frame 'camera_depth_optical_frame' but the colour image in 'camera_color_optical_frame'"),
     Case("clock jumps back 60 s (bag loop)", "tf", frames=4, time_jump=60.0),
     # first of its node: later, base_link's edge from the Odometry exists (stale, not unconnected)
@@ -207,6 +210,8 @@ CASES: List[Case] = [
          expect="'map' and 'camera_color_optical_frame' are not connected"),
     Case("Odometry of base_link + TF", "odometry"),
     Case("rectified stream: P (K, D of raw)", "odometry", camera=RECT_INFO, image_camera=RECT_IMAGE),
+    Case("unregistered depth + its CameraInfo (registered here)", "unaligned", depth_camera=DEPTH_CAMERA,
+         depth_frame="camera_depth_optical_frame"),
 ]
 
 GROUPS: Dict[str, Dict[str, str]] = {
@@ -216,6 +221,8 @@ GROUPS: Dict[str, Dict[str, str]] = {
     "odometry": {"image_topic": "/camera/color/image_rect", "camera_info_topic": "/camera/color/camera_info",
                  "depth_topic": "/camera/aligned_depth_to_color/image_raw", "pose_source": "odometry",
                  "pose_topic": "/odom"},
+    "unaligned": {"image_topic": "/camera/color/image_raw", "camera_info_topic": "/camera/color/camera_info",
+                  "depth_topic": "/camera/depth/image_rect_raw", "depth_camera_info_topic": "/camera/depth/camera_info"},
 }
 
 GEOMETRY_ONLY = {"device": "cpu", "cpu_threads": 1, "language.enabled": False, "mapping.renderer": "torch",
@@ -262,6 +269,8 @@ class Driver:
         self.pub_img = n.create_publisher(Image, topics["image_topic"], qos_profile_sensor_data)
         self.pub_info = n.create_publisher(CameraInfo, topics["camera_info_topic"], qos_profile_sensor_data)
         self.pub_depth = n.create_publisher(Image, topics["depth_topic"], qos_profile_sensor_data)
+        self.pub_depth_info = n.create_publisher(CameraInfo, topics.get("depth_camera_info_topic", "/camera/depth/camera_info"),
+                                                 qos_profile_sensor_data)
         self.pub_tf = n.create_publisher(TFMessage, "/tf", QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
         self.pub_static = n.create_publisher(TFMessage, "/tf_static", QoSProfile(
             depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
@@ -330,7 +339,8 @@ class Driver:
         return TFMessage(transforms=out)
 
     def publish_statics(self, case: Case, base=None) -> None:
-        pairs = [("base_link", "camera_link", BASE_CAMERA), ("camera_link", "camera_color_optical_frame", CAMERA_OPTICAL)]
+        pairs = [("base_link", "camera_link", BASE_CAMERA), ("camera_link", "camera_color_optical_frame", CAMERA_OPTICAL),
+                 ("camera_link", "camera_depth_optical_frame", DEPTH_OPTICAL)]
         if case.tf == "static_only":
             pairs = [("map", "odom", MAP_ODOM), ("odom", "base_link", base)] + pairs
         self.pub_static.publish(self._tfs(pairs, 0.0))
@@ -355,6 +365,9 @@ class Driver:
         header = Header(stamp=_stamp(stamp), frame_id="camera_color_optical_frame")
         self.pub_info.publish(_camera_info(case.camera, header))
         dheader = Header(stamp=header.stamp, frame_id=case.depth_frame)
+        if case.depth_camera is not None:  # the depth sensor's own image, not aligned to colour
+            _, z = render(case.depth_camera, T(*MAP_ODOM) @ T(*base) @ T(*BASE_CAMERA) @ T(*DEPTH_OPTICAL))
+            self.pub_depth_info.publish(_camera_info(case.depth_camera, dheader))
         if case.depth == "16UC1":
             self.pub_depth.publish(_image(np.round(z * 1000.0).astype(np.uint16), dheader, "16UC1"))
         else:

@@ -9,7 +9,7 @@ import torch
 from gags_ros.core import camera as C
 from gags_ros.core.camera_info import CameraInfoFields, camera_info_fields, camera_model_from_info
 from gags_ros.core.config import RosConfig
-from gags_ros.core.frame_sync import FrameAssembler
+from gags_ros.core.frame_sync import FrameAssembler, prepare_frame
 from gags_ros.core.types import Intrinsics
 
 K_ROS = (615.0, 0.0, 321.7, 0.0, 612.0, 238.4, 0.0, 0.0, 1.0)  # a RealSense-like colour camera, ROS convention
@@ -106,6 +106,8 @@ def test_raw_frames_are_undistorted_colour_bilinear_depth_nearest():
     a.add_depth(depth, 1.0, "cam")
     a.offer(np.full((480, 640, 3), 90, np.uint8), 1.0, "cam")
     (f,), rejected = a.poll()
+    assert f.image.shape == (480, 640, 3) and "prepare" in f.extra   # deferred to the worker
+    f = prepare_frame(f)
     assert not rejected and f.intrinsics == m.intrinsics
     assert set(np.unique(f.depth)) <= {0.0, 2.0, 3.0} and (f.depth == 0).mean() < 0.2
     assert f.image[240, 320].tolist() == [90, 90, 90]
@@ -177,3 +179,70 @@ def test_a_backward_time_jump_clears_the_stores_once_and_mapping_goes_on():
     a.add_depth(np.ones((24, 32), np.float32), 50.5, "cam")
     a.offer(IMG, 50.5, "cam")
     assert len(a.poll()[0]) == 1 and len(jumps) == 2
+
+
+def test_depth_of_another_optical_frame_is_registered_nearest_surface_first():
+    from gags_ros.core.camera_info import register_depth
+
+    src = Intrinsics(385.0, 385.0, 320.7, 241.6, 640, 480)     # depth sensor
+    dst = Intrinsics(615.0, 612.0, 322.2, 238.9, 640, 480)     # colour camera
+    T_dst_src = C.make_pose(C.rotation_from_quat([0, 0.01, 0, 1], order="xyzw"), [-0.015, 0.0, 0.0])
+    u, v = np.meshgrid(np.arange(640) + 0.5, np.arange(480) + 0.5)
+    n, c = np.array([0.1, -0.5, -0.86]), -1.8                  # a plane n.x = c in the depth frame
+    n /= np.linalg.norm(n)
+    rays = np.stack([(u - src.cx) / src.fx, (v - src.cy) / src.fy, np.ones_like(u)], -1)
+    z = (c / (rays @ n)).astype(np.float32)
+    z[200:260, 300:360] = 1.0                                   # a nearer patch occludes part of it
+    out = register_depth(z, src, T_dst_src, dst)
+    assert (out > 0).mean() > 0.9           # a coarser depth camera leaves no holes
+    rows, cols = np.nonzero(out > 0)
+    d = out[rows, cols].astype(np.float64)
+    p = np.stack([(cols + 0.5 - dst.cx) / dst.fx * d, (rows + 0.5 - dst.cy) / dst.fy * d, d], 1)
+    p_src = (p - T_dst_src[:3, 3]) @ T_dst_src[:3, :3]          # back in the depth frame
+    on_plane = np.abs(p_src @ n - c)
+    near = np.abs(p_src[:, 2] - 1.0) < 0.01
+    assert near.sum() > 500 and np.percentile(on_plane[~near], 90) < 1e-5   # m: exact on smooth surfaces
+    # where the patch lands, the plane behind it never wins
+    patch = out[int(dst.cy) - 10:int(dst.cy) + 10, int(dst.cx) - 5:int(dst.cx) + 5]
+    assert np.all((patch == 0) | (np.abs(patch - 1.0) < 0.01)) and (patch > 0).any()
+
+
+def test_the_assembler_registers_depth_given_its_camera_and_tf():
+    from gags_ros.core.camera_info import CameraModel
+
+    a = FrameAssembler(RosConfig(depth_topic="depth", depth_camera_info_topic="depth_info", tf_timeout=0.0),
+                       clock=lambda: 0.0)
+    a.set_intrinsics(INTR)
+    a.tf.set_transform("map", "color", 1.0, np.eye(4))
+    a.tf.set_transform("color", "depth_frame", 0.0, np.eye(4), static=True)
+    a.add_depth(np.full((12, 16), 2.0, np.float32), 1.0, "depth_frame")
+    a.offer(IMG, 1.0, "color")
+    assert a.poll() == ([], []) and a.waiting == 1              # the depth CameraInfo may still come
+    a.clock = lambda: 1.0                                       # ... until tf_timeout
+    ready, rejected = a.poll()
+    assert not ready and "no depth CameraInfo received yet on 'depth_info'" in rejected[0][1]
+    a.set_depth_camera(CameraModel.pinhole(Intrinsics(15.0, 15.0, 8.0, 6.0, 16, 12)))
+    a.tf.set_transform("map", "color", 2.0, np.eye(4))
+    a.add_depth(np.full((12, 16), 2.0, np.float32), 2.0, "depth_frame")
+    a.offer(IMG, 2.0, "color")
+    (f,), rejected = a.poll()
+    f = prepare_frame(f)
+    assert not rejected and f.depth.shape == (24, 32) and set(np.unique(f.depth)) <= {0.0, 2.0}
+    assert np.all(f.depth == 2.0)           # each depth pixel's footprint covers 2x2 colour pixels: no holes
+
+
+def test_after_a_time_jump_an_image_ahead_of_its_tf_and_depth_still_waits_for_them():
+    a = FrameAssembler(RosConfig(depth_topic="depth", tf_timeout=0.0), clock=lambda: 0.0)
+    a.tf.jump_threshold = 1.0
+    a.set_intrinsics(INTR)
+    for t in (100.0, 100.5):
+        a.tf.set_transform("map", "cam", t, np.eye(4))
+        a.add_depth(np.ones((24, 32), np.float32), t, "cam")
+        a.offer(IMG, t, "cam")
+        a.poll()
+    a.offer(IMG, 40.0, "cam")                  # topics race: the image of the new time comes first
+    assert a.poll() == ([], [])                # it waits instead of "older than the TF history"
+    a.tf.set_transform("map", "cam", 40.0, np.eye(4))
+    a.add_depth(np.ones((24, 32), np.float32), 40.0, "cam")
+    ready, rejected = a.poll()
+    assert len(ready) == 1 and not rejected

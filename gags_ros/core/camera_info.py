@@ -153,23 +153,84 @@ def camera_info_fields(intr: Intrinsics) -> dict:
 
 def register_depth(depth: np.ndarray, src: Intrinsics, T_dst_src: np.ndarray, dst: Intrinsics) -> np.ndarray:
     """Depth of another optical frame re-expressed in camera ``dst`` (what a driver's "aligned depth"
-    does): every valid pixel of ``depth`` ``[H_src, W_src]`` (z in metres, 0 = none) of pinhole
-    camera ``src`` is lifted to 3D, moved by ``T_dst_src`` ``[4, 4]`` and written into the ``dst``
-    pixel it falls in with its z there; where several land in one pixel the nearest wins (occlusion).
-    Returns ``[dst.height, dst.width]`` float32, 0 where nothing landed (holes are left, not filled).
-    numpy's ``minimum.at`` is the z-buffer: no OpenCV here (it is not in the environment)."""
+    does). Every valid pixel of ``depth`` ``[H_src, W_src]`` (z in metres, 0 = none) of pinhole
+    camera ``src`` is a small square of surface at its depth; it is moved by ``T_dst_src``
+    ``[4, 4]`` and its footprint (the projections of its corners) fills every ``dst`` pixel whose
+    centre it covers with the z of its centre there, so a coarser depth camera leaves no holes (as
+    librealsense's align does). Where footprints overlap the nearest wins (occlusion). Returns
+    ``[dst.height, dst.width]`` float32, 0 where nothing landed (surfaces the depth camera does not
+    see). numpy's ``minimum.at`` is the z-buffer: OpenCV is not in the environment."""
     depth = np.asarray(depth, dtype=np.float32)
     rows, cols = np.nonzero(depth > 0)
     z = depth[rows, cols].astype(np.float64)
-    p = np.stack([(cols + 0.5 - src.cx) / src.fx * z, (rows + 0.5 - src.cy) / src.fy * z, z], axis=1)
     T = np.asarray(T_dst_src, dtype=np.float64)
-    q = p @ T[:3, :3].T + T[:3, 3]
-    front = q[:, 2] > 0
-    q = q[front]
-    u = np.floor(q[:, 0] / q[:, 2] * dst.fx + dst.cx).astype(np.int64)  # pixel i covers [i, i + 1)
-    v = np.floor(q[:, 1] / q[:, 2] * dst.fy + dst.cy).astype(np.int64)
-    ok = (u >= 0) & (u < dst.width) & (v >= 0) & (v < dst.height)
+
+    def to_dst(du: float, dv: float):
+        """dst continuous coordinates and z of the source pixels' points at offsets (du, dv) px."""
+        p = np.stack([(cols + du - src.cx) / src.fx * z, (rows + dv - src.cy) / src.fy * z, z], axis=1)
+        q = p @ T[:3, :3].T + T[:3, 3]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return q[:, 0] / q[:, 2] * dst.fx + dst.cx, q[:, 1] / q[:, 2] * dst.fy + dst.cy, q[:, 2]
+
+    _, _, zc = to_dst(0.5, 0.5)
+    corners = [to_dst(du, dv) for du, dv in ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0))]
+    us = np.stack([c[0] for c in corners])
+    vs = np.stack([c[1] for c in corners])
+    front = np.all(np.stack([c[2] for c in corners]) > 0, axis=0) & (zc > 0)
+    # dst pixel i (centre i + 0.5) is covered when x0 <= i + 0.5 < x1
+    u0 = np.ceil(us.min(0) - 0.5)
+    u1 = np.ceil(us.max(0) - 0.5)
+    v0 = np.ceil(vs.min(0) - 0.5)
+    v1 = np.ceil(vs.max(0) - 0.5)
+    ok = front & np.isfinite(u0 + u1 + v0 + v1) & (u1 > 0) & (u0 < dst.width) & (v1 > 0) & (v0 < dst.height)
+    u0, u1, v0, v1, zc = u0[ok].astype(np.int64), u1[ok].astype(np.int64), v0[ok].astype(np.int64), \
+        v1[ok].astype(np.int64), zc[ok]
     out = np.full(dst.height * dst.width, np.inf)
-    np.minimum.at(out, v[ok] * dst.width + u[ok], q[ok, 2])
+    span = int(min(max((u1 - u0).max(initial=0), (v1 - v0).max(initial=0)), 8))  # footprints of a few px
+    for dv in range(span):
+        for du in range(span):
+            u, v = u0 + du, v0 + dv
+            m = (u < u1) & (v < v1) & (u >= 0) & (u < dst.width) & (v >= 0) & (v < dst.height)
+            np.minimum.at(out, v[m] * dst.width + u[m], zc[m])
     out[~np.isfinite(out)] = 0.0
-    return out.reshape(dst.height, dst.width).astype(np.float32)
+    out = out.reshape(dst.height, dst.width)
+    _refine_on_smooth_surfaces(out, depth, src, T, dst)
+    return out.astype(np.float32)
+
+
+def _refine_on_smooth_surfaces(out: np.ndarray, depth: np.ndarray, src: Intrinsics, T_dst_src: np.ndarray,
+                               dst: Intrinsics, iterations: int = 2, max_spread: float = 0.02) -> None:
+    """Where the ``dst`` pixel's ray meets a smooth part of the source depth (its four bilinear
+    neighbours within ``max_spread`` of each other, relatively), replace the footprint's z by the
+    z where the ray meets the bilinearly interpolated surface (fixed-point iteration; in place).
+    The footprint's z is that of the source pixel's centre, up to half a source pixel away along
+    a slanted surface (mm at metres); edges keep it, as interpolating across them would invent
+    surface."""
+    rows, cols = np.nonzero(out > 0)
+    if rows.size == 0:
+        return
+    R, t = T_dst_src[:3, :3], T_dst_src[:3, 3]
+    d = np.stack([(cols + 0.5 - dst.cx) / dst.fx, (rows + 0.5 - dst.cy) / dst.fy, np.ones(rows.size)], axis=1)
+    a = d @ R            # ray directions in the source frame (R^T d)
+    b = -(R.T @ t)       # dst origin in the source frame
+    s = out[rows, cols].astype(np.float64)
+    H, W = depth.shape
+    good = np.ones(rows.size, bool)
+    for _ in range(iterations):
+        p = s[:, None] * a + b
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = p[:, 0] / p[:, 2] * src.fx + src.cx - 0.5   # source array index coordinates
+            y = p[:, 1] / p[:, 2] * src.fy + src.cy - 0.5
+        x0, y0 = np.floor(x), np.floor(y)
+        inside = np.isfinite(x0 + y0) & (x0 >= 0) & (y0 >= 0) & (x0 < W - 1) & (y0 < H - 1)
+        xi = np.where(inside, x0, 0).astype(np.int64)
+        yi = np.where(inside, y0, 0).astype(np.int64)
+        q = np.stack([depth[yi, xi], depth[yi, xi + 1], depth[yi + 1, xi], depth[yi + 1, xi + 1]]).astype(np.float64)
+        lo, hi = q.min(0), q.max(0)
+        good &= inside & (lo > 0) & (hi - lo <= max_spread * lo)
+        fx, fy = x - x0, y - y0
+        z_src = (q[0] * (1 - fx) + q[1] * fx) * (1 - fy) + (q[2] * (1 - fx) + q[3] * fx) * fy
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = np.where(good, (z_src - b[2]) / a[:, 2], s)  # the ray's point whose source z is z_src
+    good &= np.isfinite(s) & (s > 0)
+    out[rows[good], cols[good]] = s[good]

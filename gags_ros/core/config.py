@@ -295,6 +295,9 @@ class RosConfig:
                                         "empty = not subscribed")
     camera_info_topic: str = param("camera/camera_info", "Intrinsics (sensor_msgs/CameraInfo)")
     depth_topic: str = param("", "Depth images aligned with colour (16UC1 mm or 32FC1 m); empty = none")
+    depth_camera_info_topic: str = param("", "CameraInfo of depth images in their own optical frame (not "
+                                         "registered to colour): the node registers them with it and TF; "
+                                         "empty = depth must be registered (its frame_id the colour image's)")
     pose_source: str = param("tf", "Where camera poses come from", choices=["tf", "pose", "odometry"])
     pose_topic: str = param("camera/pose", "PoseStamped or Odometry topic when pose_source is not tf")
     world_frame: str = param("map", "Fixed frame of the map and of every published output")

@@ -8,8 +8,9 @@ the same :class:`TransformBuffer` as TF, as the edge from the message's frame to
 pose of, so both sources share interpolation and staleness checks and a pose of ``base_link``
 composes with the static transforms to the image's optical frame.
 
-Depth must be in the colour image's optical frame (registered, "aligned to colour"); depth from
-another frame is refused naming both frames. Images of a raw, distorted camera are undistorted
+Depth must be in the colour image's optical frame (registered, "aligned to colour"), or the node
+registers it itself given the depth camera's CameraInfo (``ros.depth_camera_info_topic``) and TF
+between the two optical frames; otherwise depth from another frame is refused naming both frames. Images of a raw, distorted camera are undistorted
 here (:class:`~gags_ros.core.camera_info.CameraModel`) once a frame is complete.
 
 A stamp that goes back by more than ``ros.time_jump_threshold`` on the image or depth stream (a bag
@@ -21,13 +22,15 @@ from __future__ import annotations
 
 import bisect
 import collections
+import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 from typing import Callable, Deque, List, Optional, Tuple
 
 import numpy as np
 
-from .camera_info import CameraModel
+from .camera_info import CameraModel, register_depth
 from .config import LimitsConfig, RosConfig
 from .plausibility import pose_jump_problem
 from .tf_buffer import TransformBuffer, TransformError
@@ -70,6 +73,7 @@ class FrameAssembler:
         self._newest_image = -float("inf")
         self.on_time_jump = on_time_jump  # (stream, from_stamp, to_stamp) after a store was cleared
         self.pose_child = POSE_TOPIC_FRAME  # the frame the pose topic's poses are of (the last one named)
+        self.depth_camera: Optional[CameraModel] = None  # of unregistered depth (ros.depth_camera_info_topic)
         self._pending: Deque[_Pending] = collections.deque()
         self.max_pending = max_pending
         self.dropped_waiting = 0
@@ -83,6 +87,10 @@ class FrameAssembler:
     def set_camera(self, model: CameraModel) -> None:
         self.camera = model
         self.intrinsics_refused = ""
+
+    def set_depth_camera(self, model: CameraModel) -> None:
+        """The camera of depth images in their own optical frame: they are registered to colour."""
+        self.depth_camera = model
 
     def set_intrinsics(self, intr: Intrinsics) -> None:
         """A pinhole camera whose images are used as they come."""
@@ -134,6 +142,12 @@ class FrameAssembler:
             self.dropped_waiting += len(self._pending)
             self._pending.clear()  # they wait for poses and depth that the jump has cleared
             self._last_pose = None
+            # Depth and TF of the old time that have not jumped yet (topics race) would otherwise
+            # refuse this image as "newer depth arrived" / "older than the TF history".
+            horizon = stamp + self.cfg.time_jump_threshold
+            keep = bisect.bisect_right(self._depth_stamps, horizon)
+            del self._depth_stamps[keep:], self._depths[keep:]
+            self.tf.drop_after(horizon)
             if self.on_time_jump is not None:
                 self.on_time_jump("image", newest, stamp)
         self._newest_image = max(self._newest_image, stamp)
@@ -185,23 +199,26 @@ class FrameAssembler:
         while self._pending:
             p = self._pending[0]
             expired = now - p.arrived > self.cfg.tf_timeout
-            problems, waiting, depth, T = self._check(p)
+            problems, waiting, (depth, T_img_depth), T = self._check(p)
             if waiting and not problems and not expired:
                 break  # what it waits for may still come
             self._pending.popleft()
             if problems or waiting:
                 rejected.append((p.name, "; ".join(problems + waiting)))
                 continue
-            image = self.camera.rectify(p.image)
-            if depth is not None:
-                depth = self.camera.rectify(depth, nearest=True)
-            ready.append(Frame(image=image, T_world_cam=T, intrinsics=self.intrinsics, depth=depth,
-                               stamp=p.stamp, name=p.name, extra={"arrived": p.arrived}))
+            f = Frame(image=p.image, T_world_cam=T, intrinsics=self.intrinsics, depth=depth,
+                      stamp=p.stamp, name=p.name, extra={"arrived": p.arrived})
+            if self.camera.distortion is not None or T_img_depth is not None:
+                # tens of ms per 640x480 frame: deferred to the worker, which skips frames first
+                f.extra["prepare"] = functools.partial(_prepare, camera=self.camera, depth_camera=self.depth_camera,
+                                                       T_image_depth=T_img_depth)
+            ready.append(f)
         return ready, rejected
 
     def _check(self, p: _Pending):
-        """``(problems, waiting, depth, T_world_cam)`` of a pending frame: ``problems`` are final
-        refusals, ``waiting`` what may still arrive (a refusal once the frame has waited too long)."""
+        """``(problems, waiting, (depth, T_image_depth), T_world_cam)`` of a pending frame: ``problems``
+        are final refusals, ``waiting`` what may still arrive (a refusal once the frame has waited too
+        long); ``T_image_depth`` is not None when the depth must be registered into the image's frame."""
         problems: List[str] = []
         waiting: List[str] = []
         if self.intrinsics is None:
@@ -211,7 +228,7 @@ class FrameAssembler:
             problem = self._size_problem(p.image)  # queued before the CameraInfo came
             if problem:
                 problems.append(problem)
-        depth = None
+        depth, T_img_depth = None, None
         if self.cfg.depth_topic:
             match, final = self._depth_for(p.stamp)
             depth, depth_frame = match if match is not None else (None, "")
@@ -220,9 +237,26 @@ class FrameAssembler:
                 why = f"no depth image within {self.cfg.max_sync_offset} s of the colour stamp {p.stamp:.3f} s"
                 (problems if final else waiting).append(why)
             elif depth_frame and image_frame and depth_frame != image_frame:
-                problems.append(f"depth on '{self.cfg.depth_topic}' is in frame '{depth_frame}' but the colour "
-                                f"image in '{image_frame}': {ALIGNED_DEPTH_HINT}")
-                depth = None
+                other = f"depth on '{self.cfg.depth_topic}' is in frame '{depth_frame}' but the colour image in " \
+                        f"'{image_frame}'"
+                dc = self.depth_camera
+                if not self.cfg.depth_camera_info_topic:
+                    problems.append(f"{other}: {ALIGNED_DEPTH_HINT} (or set ros.depth_camera_info_topic to the "
+                                    "depth camera's CameraInfo to register it here)")
+                elif dc is None:
+                    waiting.append(f"{other} and no depth CameraInfo received yet on "
+                                   f"'{self.cfg.depth_camera_info_topic}' to register it")
+                elif depth.shape != (dc.source.height, dc.source.width):
+                    problems.append(f"depth is {depth.shape[1]}x{depth.shape[0]} but its CameraInfo on "
+                                    f"'{self.cfg.depth_camera_info_topic}' says {dc.source.width}x{dc.source.height}")
+                else:
+                    try:
+                        T_img_depth = self.tf.lookup(image_frame, depth_frame, p.stamp)
+                    except TransformError as e:
+                        pending = e.kind in ("future", "unknown_frame", "not_connected")
+                        (waiting if pending else problems).append(f"cannot register depth: {e}")
+                if T_img_depth is None:
+                    depth = None
             elif depth.shape != p.image.shape[:2]:
                 problems.append(f"depth is {depth.shape[1]}x{depth.shape[0]} but the colour image is "
                                 f"{p.image.shape[1]}x{p.image.shape[0]}")
@@ -245,8 +279,28 @@ class FrameAssembler:
             self._last_pose = T  # a relocalisation costs one frame, not every frame after it
             if jump:
                 problems.append(jump)
-        return problems, waiting, depth, T
+        return problems, waiting, (depth, T_img_depth), T
 
     @property
     def waiting(self) -> int:
         return len(self._pending)
+
+
+def _prepare(frame: Frame, camera: CameraModel, depth_camera: Optional[CameraModel],
+             T_image_depth: Optional[np.ndarray]) -> Frame:
+    image = camera.rectify(frame.image)
+    depth = frame.depth
+    if depth is not None and T_image_depth is not None:  # straight into the mapper's pinhole camera
+        depth = register_depth(depth_camera.rectify(depth, nearest=True), depth_camera.intrinsics, T_image_depth,
+                               camera.intrinsics)
+    elif depth is not None:
+        depth = camera.rectify(depth, nearest=True)
+    return dataclasses.replace(frame, image=image, depth=depth)
+
+
+def prepare_frame(frame: Frame) -> Frame:
+    """``frame`` with its deferred conversions done (undistortion of a raw camera, registration of
+    depth from another optical frame); frames without any are returned as they are. The worker
+    calls it for the frames it examines, so the callbacks stay cheap."""
+    prepare = frame.extra.pop("prepare", None)
+    return prepare(frame) if prepare is not None else frame

@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from .config import GagsConfig
+from .frame_sync import prepare_frame
 from .language import coverage
 from .paths import default_map_name, map_dir
 from .query import QueryResult, check_query_text
@@ -121,6 +122,7 @@ class GagsPipeline:
             self._stats.frames_skipped += 1  # a camera faster than keyframes need: skip cheaply
             return None
         self._last_examined = frame.stamp
+        frame = prepare_frame(frame)  # undistortion / depth registration deferred by the frame assembly
         mapper = self._ensure_mapper()
         self._stats.frames_processed += 1
         kf = mapper.add_frame(frame)

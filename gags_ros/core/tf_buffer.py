@@ -84,6 +84,19 @@ class TransformBuffer:
                 del e.stamps[:cut], e.poses[:cut]
         return jumped
 
+    def drop_after(self, t: float) -> None:
+        """Forget dynamic samples newer than ``t`` s (a backward time jump seen on another stream:
+        samples of the old, later time would make every new lookup fall before them)."""
+        with self._lock:
+            for child in list(self._edges):
+                e = self._edges[child]
+                if e.static:
+                    continue
+                keep = bisect.bisect_right(e.stamps, t)
+                del e.stamps[keep:], e.poses[keep:]
+                if not e.stamps:
+                    del self._edges[child]
+
     def clear(self) -> None:
         """Forget every dynamic sample; static transforms stay (tf2 on a backward clock jump)."""
         with self._lock:

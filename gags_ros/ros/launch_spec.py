@@ -123,6 +123,8 @@ LAUNCH_ARGS: Dict[str, Tuple[str, str]] = {
     "image_topic": ("camera/image_raw", "Remap the colour image topic"),
     "camera_info_topic": ("camera/camera_info", "Remap the CameraInfo topic"),
     "depth_topic": ("", "Depth topic (sets ros.depth_topic; empty = none): depth registered to the colour camera"),
+    "depth_camera_info_topic": ("", "CameraInfo of unregistered depth: the node registers it to colour (sets "
+                                "ros.depth_camera_info_topic; empty = depth must be registered)"),
     "world_frame": ("", "Fixed frame of the map (sets ros.world_frame; empty = the parameter file's, map)"),
     "pose_source": ("", "tf, pose or odometry (sets ros.pose_source; empty = the parameter file's, tf)"),
     "pose_topic": ("", "PoseStamped / Odometry topic (sets ros.pose_topic; empty = the parameter file's)"),
@@ -142,7 +144,7 @@ def nodes_from_launch_args(values: Dict[str, str]) -> List[NodeSpec]:
         raise ValueError(f"unknown launch argument(s) {sorted(unknown)}; known: {', '.join(LAUNCH_ARGS)}")
     v = {k: values.get(k, d) for k, (d, _) in LAUNCH_ARGS.items()}
     overrides = {"device": v["device"]}
-    for arg in ("depth_topic", "world_frame", "pose_source", "pose_topic", "camera_model"):
+    for arg in ("depth_topic", "depth_camera_info_topic", "world_frame", "pose_source", "pose_topic", "camera_model"):
         if v[arg]:
             overrides[f"ros.{arg}"] = v[arg]
     remaps = [("camera/image_raw", v["image_topic"]), ("camera/camera_info", v["camera_info_topic"])]

@@ -149,6 +149,8 @@ class MappingNode(Node):
             self.subs.append(sub(CompressedImage, r.compressed_image_topic, self._on_compressed, group=images))
         if r.depth_topic:
             self.subs.append(sub(Image, r.depth_topic, self._on_depth))
+        if r.depth_topic and r.depth_camera_info_topic:
+            self.subs.append(sub(CameraInfo, r.depth_camera_info_topic, self._on_depth_info))
         # TF in every mode: with a pose topic it gives the transform from the frame the poses are of
         # (e.g. base_link) to the image's optical frame, and the pose's frame to the world frame.
         tf_qos = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
@@ -234,6 +236,14 @@ class MappingNode(Node):
             with self._lock:
                 self.assembler.intrinsics_refused = str(e)
             self.reject("CameraInfo", str(e))
+
+    def _on_depth_info(self, msg: CameraInfo) -> None:
+        try:
+            model = camera_model_from_msg(msg, self.cfg.limits, "auto", self.cfg.ros.depth_topic)
+            with self._lock:
+                self.assembler.set_depth_camera(model)
+        except InputError as e:
+            self.reject(f"depth CameraInfo on {self.cfg.ros.depth_camera_info_topic}", str(e))
 
     def _on_depth(self, msg: Image) -> None:
         try:
