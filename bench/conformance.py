@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT / "tests"))  # the fake driver is test code: it lives with the tests
     import rclpy
 
-    from conformance_driver import CASES, GROUPS, Driver, params_file, run_case, verdict
+    from conformance_driver import CASES, GROUPS, Case, Driver, base_pose, params_file, run_case, verdict
     from gags_ros.ros.dds import ensure_profile_env
     from gags_ros.ros.launcher import specs_from_args, start
     from rosutil import stop
@@ -52,10 +52,11 @@ def main(argv=None) -> int:
         for group in GROUPS:
             args = [f"{k}:={v}" for k, v in GROUPS[group].items()]
             args.append(f"params_file:={params_file(Path(tmp) / f'{group}.yaml')}")
-            (proc,) = start(specs_from_args(args))
             ctx = rclpy.context.Context()
             rclpy.init(context=ctx)
             drv = Driver(group, ctx)
+            drv.publish_statics(Case("", group), base_pose(0, 1))  # latched, before the node starts
+            (proc,) = start(specs_from_args(args))
             drv.proc = proc
             try:
                 drv.ready()

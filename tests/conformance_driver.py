@@ -181,6 +181,8 @@ class Case:
     p90_mm: float = 3.0                 # tolerance (issue 21: 3 mm for 16UC1 at 1-3 m)
     healthy_tail: float = 0.0           # then stream good frames this long [s]: diagnostics return to OK
     depth_camera: Optional[Camera] = None  # depth from its own optical frame (camera_depth_optical_frame)
+    padded_bigendian: bool = False      # images with padded rows (step > width * bytes) and big-endian depth
+    statics_before_node: bool = False   # /tf_static only as published before the node started (late joiner)
 
 
 W, H = 640, 480
@@ -204,14 +206,15 @@ CASES: List[Case] = [
     Case("ROI 480x360 at (80, 60)", "tf", camera=ROI),
     Case("depth in camera_depth_optical_frame", "tf", depth_frame="camera_depth_optical_frame", depth_camera=DEPTH_CAMERA,
          expect="is in frame 'camera_depth_optical_frame' but the colour image in 'camera_color_optical_frame'"),
+    Case("padded rows, big-endian 16UC1", "tf", padded_bigendian=True),
     Case("clock jumps back 60 s (bag loop)", "tf", frames=4, time_jump=60.0),
     # first of its node: later, base_link's edge from the Odometry exists (stale, not unconnected)
     Case("Odometry of an unconnected frame", "odometry", odom_child="base_footprint",
          expect="'map' and 'camera_color_optical_frame' are not connected"),
     Case("Odometry of base_link + TF", "odometry"),
     Case("rectified stream: P (K, D of raw)", "odometry", camera=RECT_INFO, image_camera=RECT_IMAGE),
-    Case("unregistered depth + its CameraInfo (registered here)", "unaligned", depth_camera=DEPTH_CAMERA,
-         depth_frame="camera_depth_optical_frame"),
+    Case("unregistered depth + its CameraInfo (registered here); /tf_static from before the node started",
+         "unaligned", depth_camera=DEPTH_CAMERA, depth_frame="camera_depth_optical_frame", statics_before_node=True),
 ]
 
 GROUPS: Dict[str, Dict[str, str]] = {
@@ -368,11 +371,13 @@ class Driver:
         if case.depth_camera is not None:  # the depth sensor's own image, not aligned to colour
             _, z = render(case.depth_camera, T(*MAP_ODOM) @ T(*base) @ T(*BASE_CAMERA) @ T(*DEPTH_OPTICAL))
             self.pub_depth_info.publish(_camera_info(case.depth_camera, dheader))
+        pad = 64 if case.padded_bigendian else 0
         if case.depth == "16UC1":
-            self.pub_depth.publish(_image(np.round(z * 1000.0).astype(np.uint16), dheader, "16UC1"))
+            mm = np.round(z * 1000.0).astype(">u2" if case.padded_bigendian else "<u2")
+            self.pub_depth.publish(_image(mm, dheader, "16UC1", pad))
         else:
-            self.pub_depth.publish(_image(z.astype(np.float32), dheader, "32FC1"))
-        self.pub_img.publish(_image(rgb[..., ::-1] if case.color == "bgr8" else rgb, header, case.color))
+            self.pub_depth.publish(_image(z.astype(np.float32), dheader, "32FC1", pad))
+        self.pub_img.publish(_image(rgb[..., ::-1] if case.color == "bgr8" else rgb, header, case.color, pad))
 
 
 def _stamp(t: float):
@@ -382,15 +387,17 @@ def _stamp(t: float):
     return Time(sec=sec, nanosec=int(round((t - sec) * 1e9)) % 1_000_000_000)
 
 
-def _image(a: np.ndarray, header, encoding: str):
+def _image(a: np.ndarray, header, encoding: str, pad: int = 0):
+    """sensor_msgs/Image: rows of ``step`` bytes (``pad`` bytes of padding each), byte order of ``a``."""
     import array
 
     from sensor_msgs.msg import Image
 
-    a = np.ascontiguousarray(a)
-    msg = Image(header=header, height=a.shape[0], width=a.shape[1], encoding=encoding, is_bigendian=0,
-                step=int(a.strides[0]))
-    msg.data = array.array("B", a.tobytes())
+    rows = np.ascontiguousarray(a).reshape(a.shape[0], -1).view(np.uint8)
+    rows = np.concatenate([rows, np.zeros((a.shape[0], pad), np.uint8)], axis=1) if pad else rows
+    msg = Image(header=header, height=a.shape[0], width=a.shape[1], encoding=encoding,
+                is_bigendian=int(a.dtype.byteorder == ">"), step=int(rows.shape[1]))
+    msg.data = array.array("B", np.ascontiguousarray(rows).tobytes())
     return msg
 
 
@@ -419,7 +426,8 @@ def run_case(drv: Driver, case: Case, period: float = 0.15) -> dict:
     drv.clock += 100.0
     t0 = drv.clock
     n = case.frames
-    drv.publish_statics(case, base_pose(0, n))
+    if not case.statics_before_node:
+        drv.publish_statics(case, base_pose(0, n))
     drv.spin(0.3)
     stamps = [t0 + i * 0.1 for i in range(n)]
     if case.time_jump:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from conformance_driver import CASES, GROUPS, Driver, params_file, run_case, verdict
+from conformance_driver import CASES, GROUPS, Case, Driver, base_pose, params_file, run_case, verdict
 from rosutil import stop
 
 pytestmark = pytest.mark.ros
@@ -24,11 +24,13 @@ def _start(group: str, tmp_path_factory, env):
 
     d = tmp_path_factory.mktemp(f"conformance_{group}")
     args = [f"{k}:={v}" for k, v in GROUPS[group].items()] + [f"params_file:={params_file(d / 'params.yaml')}"]
-    (proc,) = start(specs_from_args(args), env)
     ensure_profile_env()
     ctx = rclpy.context.Context()
     rclpy.init(context=ctx)
     drv = Driver(group, ctx)
+    # /tf_static is latched (transient local): published before the node exists, it must still arrive
+    drv.publish_statics(Case("", group), base_pose(0, 1))
+    (proc,) = start(specs_from_args(args), env)
     drv.proc = proc
     return drv, ctx
 

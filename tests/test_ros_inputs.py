@@ -14,6 +14,10 @@ class RecordingPipeline:
 
     def __init__(self):
         self.frames = []
+        self.resets = 0
+
+    def reset(self):
+        self.resets += 1
 
     def add_frame(self, frame):
         self.frames.append(frame)
@@ -139,3 +143,35 @@ def test_valid_frame_reaches_the_worker_after_bad_ones(node):
     assert s.frames_received >= 1 and s.frames_dropped == 0 and node.worker.alive
     d = node.diagnostics(s)
     assert d.status[0].name == "gags_ros: mapping"
+
+
+def test_backward_time_jumps_clear_the_history_and_reset_the_map_when_asked(rclpy_context):
+    """A bag loop (stamps 60 s back) and a simulated clock jumping back: mapping goes on, the jump is
+    reported, and with ros.time_jump_resets_map the map is reset once per jump."""
+    from rclpy.parameter import Parameter
+    from rclpy.time import Time
+
+    from gags_ros.ros.mapping_node import MappingNode
+
+    rec = RecordingPipeline()
+    n = MappingNode(lambda cfg: rec, context=rclpy_context, parameter_overrides=[
+        Parameter("ros.depth_topic", value="camera/depth"), Parameter("ros.time_jump_resets_map", value=True),
+        Parameter("use_sim_time", value=True), Parameter("device", value="cpu")])
+    try:
+        n.worker.start(wait=True) if not n.worker.alive else None
+        n._on_info(info())
+        for t in (100.0, 100.5, 40.0, 40.5):                # the bag starts again at 40 s
+            n._on_tf(tf(t), False)
+            n._on_depth(depth(t))
+            n._on_image(image(t))
+        # the frames after the jump are mapped (older ones still queued may go with the reset map)
+        assert wait_for(lambda: (n._flush(), [f.stamp for f in rec.frames][-2:] == [40.0, 40.5])[1]), n.last_message
+        assert wait_for(lambda: rec.resets == 1) and n.frames_rejected == 0
+        assert "image stamps went back from 100.500 to 40.000 s" in n.last_message and "new map" in n.last_message
+        clock = n.get_clock()                                # use_sim_time: /clock drives it
+        clock.set_ros_time_override(Time(seconds=200))
+        clock.set_ros_time_override(Time(seconds=150))
+        assert wait_for(lambda: rec.resets == 2) and "the clock jumped back by 50.000 s" in n.last_message
+        assert n.tf.frames() == []                           # dynamic TF cleared as tf2 does
+    finally:
+        n.destroy_node()

@@ -293,9 +293,12 @@ class MappingNode(Node):
             what = f"{stream} went back in time to {stamp:.3f} s"
         else:
             what = f"{stream} stamps went back from {newest:.3f} to {stamp:.3f} s"
-        reset = self.cfg.ros.time_jump_resets_map and stream in ("image", "clock")
-        self.note(f"{what} (a bag loop or a simulator reset?): TF and frame history cleared, mapping goes on"
-                  + (" with a new map (ros.time_jump_resets_map)" if reset else " with the map kept"),
+        # The image stream (or the clock) decides about the map, once per jump.
+        mapped = stream in ("image", "clock")
+        reset = self.cfg.ros.time_jump_resets_map and mapped
+        self.note(f"{what} (a bag loop or a simulator reset?): TF and frame history cleared"
+                  + ("" if not mapped else ", mapping goes on with a new map (ros.time_jump_resets_map)" if reset
+                     else ", mapping goes on with the map kept"),
                   "warning", throttle_key="time jump")
         if reset:
             try:
