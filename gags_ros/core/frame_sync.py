@@ -10,8 +10,10 @@ composes with the static transforms to the image's optical frame.
 
 Depth must be in the colour image's optical frame (registered, "aligned to colour"), or the node
 registers it itself given the depth camera's CameraInfo (``ros.depth_camera_info_topic``) and TF
-between the two optical frames; otherwise depth from another frame is refused naming both frames. Images of a raw, distorted camera are undistorted
-here (:class:`~gags_ros.core.camera_info.CameraModel`) once a frame is complete.
+between the two optical frames; otherwise depth from another frame is refused naming both frames.
+Undistortion of a raw camera's images (:class:`~gags_ros.core.camera_info.CameraModel`) and depth
+registration cost tens of ms per frame: a complete frame carries them as ``extra["prepare"]``, run
+by :func:`prepare_frame` on the worker for the frames it examines.
 
 A stamp that goes back by more than ``ros.time_jump_threshold`` on the image or depth stream (a bag
 played in a loop, a simulator reset) clears that stream's store, as tf2 clears its buffer on a
@@ -38,7 +40,7 @@ from .types import Frame, Intrinsics, PoseError, check_rigid
 
 POSE_TOPIC_FRAME = "gags_pose_topic_camera"  # child frame of topic poses that name none: the image's frame
 ALIGNED_DEPTH_HINT = ("depth must be registered to the colour camera: use the driver's aligned depth topic "
-                      "(RealSense: /camera/aligned_depth_to_color/image_raw with align_depth.enable:=true; "
+                      "(RealSense: /camera/camera/aligned_depth_to_color/image_raw with align_depth.enable:=true; "
                       "ZED: depth/depth_registered; Orbbec: depth_registration:=true)")
 
 

@@ -22,6 +22,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import JumpThreshold
+from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -163,13 +165,10 @@ class MappingNode(Node):
         elif r.pose_source == "odometry":
             self.subs.append(sub(Odometry, r.pose_topic, self._on_pose))
         # A simulated clock (use_sim_time) that jumps back clears TF and the frame stores, as tf2 does.
-        from rclpy.clock import JumpThreshold
-        from rclpy.duration import Duration
-
         self._jump_handle = self.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-int(r.time_jump_threshold * 1e9)),
                           on_clock_change=False),
-            post_callback=lambda jump: self._on_time_jump("clock", 0.0, jump.delta.nanoseconds * 1e-9, relative=True))
+            post_callback=lambda jump: self._on_time_jump("clock", math.nan, jump.delta.nanoseconds * 1e-9))
         self.sync_timer = self.create_timer(0.02, self._flush, callback_group=images)
         self.callback_seconds = 0.0
         self.callback_count = 0
@@ -281,9 +280,11 @@ class MappingNode(Node):
         except (InputError, PoseError, ValueError) as e:
             self.reject(f"pose on {self.cfg.ros.pose_topic}", str(e))
 
-    def _on_time_jump(self, stream: str, newest: float, stamp: float, relative: bool = False) -> None:
-        """Time went back on ``stream`` (its store was cleared already): with the simulated clock, clear
-        TF and the frame stores too; log once per jump; reset the map if the parameters say so."""
+    def _on_time_jump(self, stream: str, newest: float, stamp: float) -> None:
+        """Time went back on ``stream`` from ``newest`` (nan: not known) to ``stamp`` s (for the clock:
+        ``stamp`` is the jump, negative). The stream's store was cleared already; the simulated clock
+        clears TF and the frame stores here. Logged at most every 5 s; the map is reset on an image or
+        clock jump if ``ros.time_jump_resets_map``."""
         if stream == "clock":
             with self._lock:
                 self.tf.clear()
