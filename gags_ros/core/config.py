@@ -30,17 +30,27 @@ class ConfigError(ValueError):
     """A configuration value outside its allowed range or choices; names parameter and value."""
 
 
+# Why a parameter is read-only on a running node (``param(read_only=...)``; the node's refusal says it).
+FIXED_AT_START = "the models, map layout or memory it shapes are built once, at start"
+NAMES_A_RESOURCE = ("it names a file, folder, device or file permission, which nobody on the DDS domain may "
+                    "change (docs/security.md)")
+WIRED_AT_START = ("topics, QoS and queues are set up once, at start (remap a topic with name:=new_name "
+                  "instead)")
+
+
 def param(default: Any, help: str, *, unit: str = "", lo: Optional[float] = None,
           hi: Optional[float] = None, choices: Optional[Sequence[Any]] = None,
-          read_only: bool = False):
+          read_only: bool | str = False):
     """A dataclass field with documentation and validation metadata.
 
     ``lo``/``hi`` are inclusive bounds for numbers (and for every element of a numeric list);
     ``choices`` lists allowed values for strings. ``read_only`` parameters cannot be changed on a
-    running node (they shape models or memory).
+    running node: True (they shape models or memory: :data:`FIXED_AT_START`) or the reason why.
+    Every other parameter takes effect at its next use (the next query, frame or period).
     """
+    reason = read_only if isinstance(read_only, str) else (FIXED_AT_START if read_only else "")
     meta = dict(help=help, unit=unit, lo=lo, hi=hi, choices=tuple(choices) if choices else None,
-                read_only=read_only)
+                read_only=bool(read_only), read_only_reason=reason)
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda d=list(default): list(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -103,7 +113,7 @@ class TeacherConfig:
                            "teacher)", choices=["sam", "sim"], read_only=True)
     sim_dataset: str = param("", "Simulated dataset folder (labels.json, scene.json) of the sim teacher; "
                              "frames without ground-truth masks (from ROS topics) get them ray-cast from "
-                             "the scene", read_only=True)
+                             "the scene", read_only=NAMES_A_RESOURCE)
     sim_embedding_std: float = param(0.05, "Simulation teacher: std of the Gaussian noise added to every "
                                      "dimension of a mask's label embedding before normalisation (the "
                                      "simulation issue's fixed noise model is 0.05; other values only for "
@@ -117,7 +127,7 @@ class TeacherConfig:
     sam_model: str = param("vit_h", "segment_anything registry name", choices=["vit_h", "vit_l", "vit_b"],
                            read_only=True)
     sam_checkpoint: str = param("", "Path of the SAM checkpoint (.pth) of sam_model; empty = random "
-                                "initialisation, refused unless allow_random_weights", read_only=True)
+                                "initialisation, refused unless allow_random_weights", read_only=NAMES_A_RESOURCE)
     prompt_mode: str = param("granularity", "Prompt placement: granularity (GAGS Eq. 1) or uniform grid",
                              choices=["granularity", "uniform"])
     prompt_patches: int = param(8, "Image split into this many patches per side for prompt density",
@@ -152,7 +162,7 @@ class TeacherConfig:
     clip_model: str = param("ViT-B-16", "open_clip model name", read_only=True)
     clip_pretrained: str = param("laion2b_s34b_b88k", "open_clip pretrained tag or path of a local "
                                  "weights file; empty = random initialisation, refused unless "
-                                 "allow_random_weights", read_only=True)
+                                 "allow_random_weights", read_only=NAMES_A_RESOURCE)
     allow_random_weights: bool = param(False, "Allow randomly initialised SAM / CLIP where sam_checkpoint / "
                                        "clip_pretrained is empty: tests and benchmarks only (masks and "
                                        "embeddings mean nothing; status and diagnostics say so)",
@@ -273,7 +283,7 @@ class ClipGSConfig:
     """CLIP-GS object encoder: classify and retrieve the map's objects without rendering."""
 
     encoder_path: str = param("", "Saved CLIP-GS encoder (python -m gags_ros.core.clipgs.train); empty = the "
-                              "classify/retrieve services answer that none is loaded", read_only=True)
+                              "classify/retrieve services answer that none is loaded", read_only=NAMES_A_RESOURCE)
     vocabulary: list = param(["chair", "table", "mug", "bottle", "monitor", "lamp", "bookshelf", "plant",
                               "ball", "rug", "door", "painting"],
                              "Default class names of ClassifyObjects when the request gives none")
@@ -290,16 +300,21 @@ class ClipGSConfig:
 class RosConfig:
     """Topics, frames, buffering and publishing of the ROS nodes."""
 
-    image_topic: str = param("camera/image_raw", "Colour images (sensor_msgs/Image)")
+    image_topic: str = param("camera/image_raw", "Colour images (sensor_msgs/Image)", read_only=WIRED_AT_START)
     compressed_image_topic: str = param("", "Compressed colour images (sensor_msgs/CompressedImage); "
-                                        "empty = not subscribed")
-    camera_info_topic: str = param("camera/camera_info", "Intrinsics (sensor_msgs/CameraInfo)")
-    depth_topic: str = param("", "Depth images aligned with colour (16UC1 mm or 32FC1 m); empty = none")
+                                        "empty = not subscribed", read_only=WIRED_AT_START)
+    camera_info_topic: str = param("camera/camera_info", "Intrinsics (sensor_msgs/CameraInfo)",
+                                   read_only=WIRED_AT_START)
+    depth_topic: str = param("", "Depth images aligned with colour (16UC1 mm or 32FC1 m); empty = none",
+                             read_only=WIRED_AT_START)
     depth_camera_info_topic: str = param("", "CameraInfo of depth images in their own optical frame (not "
                                          "registered to colour): the node registers them with it and TF; "
-                                         "empty = depth must be registered (its frame_id the colour image's)")
-    pose_source: str = param("tf", "Where camera poses come from", choices=["tf", "pose", "odometry"])
-    pose_topic: str = param("camera/pose", "PoseStamped or Odometry topic when pose_source is not tf")
+                                         "empty = depth must be registered (its frame_id the colour image's)",
+                                         read_only=WIRED_AT_START)
+    pose_source: str = param("tf", "Where camera poses come from", choices=["tf", "pose", "odometry"],
+                             read_only=WIRED_AT_START)
+    pose_topic: str = param("camera/pose", "PoseStamped or Odometry topic when pose_source is not tf",
+                            read_only=WIRED_AT_START)
     world_frame: str = param("map", "Fixed frame of the map and of every published output")
     camera_frame: str = param("", "Optical frame of the camera; empty = the image header's frame_id")
     pose_frame: str = param("", "Frame whose pose the PoseStamped messages give (e.g. base_link; composed "
@@ -319,12 +334,15 @@ class RosConfig:
     max_sync_offset: float = param(0.02, "Largest stamp difference for colour/depth/pose matching",
                                    unit="s", lo=0.0, hi=10.0)
     frame_buffer: int = param(8, "Frames waiting for the worker; the oldest is dropped and counted when "
-                              "full", unit="frames", lo=1, hi=1000)
-    qos_depth: int = param(5, "Keep-last depth of sensor subscriptions", unit="messages", lo=1, hi=1000)
-    qos_reliable: bool = param(False, "Sensor subscriptions reliable instead of best-effort")
-    marker_topic: str = param("gags/targets", "MarkerArray of query targets (transient local)")
-    cloud_topic: str = param("gags/map", "Map as PointCloud2 (RGB, optional relevancy)")
-    status_topic: str = param("gags/status", "MappingStatus messages")
+                              "full", unit="frames", lo=1, hi=1000, read_only=WIRED_AT_START)
+    qos_depth: int = param(5, "Keep-last depth of sensor subscriptions", unit="messages", lo=1, hi=1000,
+                           read_only=WIRED_AT_START)
+    qos_reliable: bool = param(False, "Sensor subscriptions reliable instead of best-effort",
+                               read_only=WIRED_AT_START)
+    marker_topic: str = param("gags/targets", "MarkerArray of query targets (transient local)",
+                              read_only=WIRED_AT_START)
+    cloud_topic: str = param("gags/map", "Map as PointCloud2 (RGB, optional relevancy)", read_only=WIRED_AT_START)
+    status_topic: str = param("gags/status", "MappingStatus messages", read_only=WIRED_AT_START)
     status_period: float = param(1.0, "Status and diagnostics period", unit="s", lo=0.05, hi=3600.0)
     cloud_period: float = param(5.0, "Map cloud publishing period; 0 = only after queries", unit="s",
                                 lo=0.0, hi=3600.0)
@@ -332,18 +350,18 @@ class RosConfig:
                                   lo=1, hi=50_000_000)
     request_queue: int = param(32, "Service requests that may wait for the worker; one more is answered at "
                                "once with success=false and a message starting 'busy:'", unit="requests",
-                               lo=1, hi=100_000)
+                               lo=1, hi=100_000, read_only=WIRED_AT_START)
     service_qos_depth: int = param(256, "Keep-last depth of every service's request and response queues "
                                    "(reliable): at least request_queue, and at least the requests all "
                                    "clients together may have outstanding, or DDS drops the oldest "
                                    "(clients need as much: every answer reaches every client)",
-                                   unit="requests", lo=1, hi=1_000_000, read_only=True)
+                                   unit="requests", lo=1, hi=1_000_000, read_only=WIRED_AT_START)
     message_expiry: float = param(30.0, "An error or rejection stays in status.message and the diagnostics' "
                                   "last reasons this long after it last happened", unit="s", lo=0.1, hi=1e6)
     shutdown_timeout: float = param(1.0, "On shutdown, how long the worker's current step may take to "
                                     "finish before it is abandoned", unit="s", lo=0.0, hi=60.0)
     map_file_mode: str = param("", "Permission bits of saved map files in octal (e.g. 0640); empty = "
-                               "0666 minus the process umask (0644 under the usual umask 022)", read_only=True)
+                               "0666 minus the process umask (0644 under the usual umask 022)", read_only=NAMES_A_RESOURCE)
 
 
 @dataclass
@@ -373,15 +391,15 @@ class GagsConfig:
     """Root of the configuration tree."""
 
     device: str = param("auto", "Torch device: auto (cuda when available), cpu, cuda or cuda:N",
-                        read_only=True)
+                        read_only=NAMES_A_RESOURCE)
     seed: int = param(0, "Seed of every random choice (prompt sampling, window sampling, init)",
                       lo=0, hi=2**31 - 1, read_only=True)
     save_dir: str = param("~/.ros/gags_maps", "The map folder: gags/save_map and gags/load_map read and write "
                           "only files inside it (a relative name means inside it; see allow_any_path)",
-                          read_only=True)
+                          read_only=NAMES_A_RESOURCE)
     allow_any_path: bool = param(False, "Let gags/save_map and gags/load_map name any file the node's user "
                                  "may write or read, not only files inside save_dir: for trusted set-ups "
-                                 "only (docs/security.md)", read_only=True)
+                                 "only (docs/security.md)", read_only=NAMES_A_RESOURCE)
     cpu_threads: int = param(0, "Torch CPU threads of the worker; 0 = torch's default (all cores)",
                              unit="threads", lo=0, hi=1024, read_only=True)
     mapping: MappingConfig = field(default_factory=MappingConfig)
@@ -414,6 +432,7 @@ class FieldInfo:
     hi: Optional[float]
     choices: Optional[tuple]
     read_only: bool
+    read_only_reason: str = ""
 
     @property
     def description(self) -> str:
@@ -441,7 +460,7 @@ def iter_fields(cfg: Any, prefix: str = "") -> Iterator[FieldInfo]:
         yield FieldInfo(name, value, _leaf_type(f.default if f.default is not dataclasses.MISSING
                                                 else f.default_factory()),
                         m.get("help", ""), m.get("unit", ""), m.get("lo"), m.get("hi"),
-                        m.get("choices"), bool(m.get("read_only", False)))
+                        m.get("choices"), bool(m.get("read_only", False)), m.get("read_only_reason", ""))
 
 
 def _check_value(info: FieldInfo, value: Any) -> Any:

@@ -20,9 +20,10 @@ class PathRefused(ValueError):
     """A requested map path that the node will not read or write; the message says why."""
 
 
-def default_map_name() -> str:
-    """File name of a map saved without an explicit path (local time stamp)."""
-    return time.strftime(f"map_%Y%m%d_%H%M%S{MAP_SUFFIX}")
+def default_map_name(suffix: str = MAP_SUFFIX) -> str:
+    """File name of a map saved without an explicit path (local time stamp), e.g. ``.gags`` or
+    ``.ply`` (a semantic export)."""
+    return time.strftime(f"map_%Y%m%d_%H%M%S{suffix}")
 
 
 def map_dir(save_dir: str) -> Path:
@@ -30,10 +31,12 @@ def map_dir(save_dir: str) -> Path:
     return Path(os.path.expanduser(save_dir)).resolve()
 
 
-def resolve_map_path(requested: str, save_dir: str, *, for_write: bool, allow_any_path: bool = False) -> Path:
+def resolve_map_path(requested: str, save_dir: str, *, for_write: bool, allow_any_path: bool = False,
+                     default_suffix: str = MAP_SUFFIX) -> Path:
     """The absolute, symlink-free file that ``requested`` names, or :class:`PathRefused`.
 
-    ``requested``: empty (save only: a time-stamped name in ``save_dir``), a name relative to
+    ``requested``: empty (save only: a time-stamped name ending in ``default_suffix`` in
+    ``save_dir``), a name relative to
     ``save_dir``, or an absolute path. Refused: control characters (NUL, newline, ...), anything that
     resolves outside ``save_dir`` (``..``, absolute paths, symlinks pointing out) unless
     ``allow_any_path``, the folder itself or any other directory, a special file (device, FIFO,
@@ -46,7 +49,7 @@ def resolve_map_path(requested: str, save_dir: str, *, for_write: bool, allow_an
         if not for_write:
             raise PathRefused("no path given: name a map file in the map folder "
                               f"(parameter save_dir = {root})")
-        requested = default_map_name()
+        requested = default_map_name(default_suffix)
     p = Path(os.path.expanduser(requested))
     target = (p if p.is_absolute() else root / p).resolve()
     if target == root:

@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .config import GagsConfig
+from .config import ConfigError, GagsConfig
 from .frame_sync import prepare_frame
 from .language import coverage
 from .paths import default_map_name, map_dir
@@ -29,6 +29,10 @@ log = logging.getLogger("gags_ros.pipeline")
 
 class NoMapError(RuntimeError):
     """A query or save before any Gaussian exists."""
+
+
+# How a missing-weights report starts (status, diagnostics, logs, refused queries)
+LANGUAGE_DISABLED = "teacher weights missing, language disabled (mapping geometry only): "
 
 
 @dataclass
@@ -61,7 +65,7 @@ class GagsPipeline:
 
     CHUNK = 5  # steps per call: short, so a query waits at most a few steps
 
-    def __init__(self, cfg: GagsConfig, sim_labels: Optional[dict] = None):
+    def __init__(self, cfg: GagsConfig, sim_labels: Optional[dict] = None, language_error: str = ""):
         self.cfg = cfg
         self.sim_labels = sim_labels
         self.device = cfg.resolved_device()
@@ -71,6 +75,10 @@ class GagsPipeline:
             torch.set_num_threads(cfg.cpu_threads)
         self.teacher = None
         self.query_engine = None
+        # Why the language half cannot run (missing teacher weights), or "": geometry goes on without
+        # it, and the reason is reported once instead of a traceback per keyframe. A caller that
+        # checked the weights itself (the node, at start) passes and reports its own reason.
+        self.language_error = language_error
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -139,7 +147,14 @@ class GagsPipeline:
         return self._owed_mapping > 0 or self._owed_language > 0
 
     def _teach(self, kf: int, frame: Frame) -> None:
-        self._ensure_language()
+        if self.language_error:
+            return
+        try:
+            self._ensure_language()
+        except ConfigError as e:    # weights missing (teachers.pipeline.check_teacher_weights)
+            self.language_error = f"{LANGUAGE_DISABLED}{e}"
+            log.error("%s", self.language_error)
+            return
         t0 = time.perf_counter()
         out = self.teacher.process(frame, keyframe=kf, **self._teacher_inputs(frame))
         self.distiller.add_teacher_output(kf, out)
@@ -213,14 +228,17 @@ class GagsPipeline:
             s.gaussians = len(self.mapper.gaussians)
         else:
             s.keyframes = s.gaussians = 0
-        return dict(vars(s))
+        return dict(vars(s), language_error=self.language_error)
 
     # ---- queries ------------------------------------------------------------------------------
     def _check_queryable(self) -> None:
         if self.mapper is None or len(self.mapper.gaussians) == 0:
             raise NoMapError("no map yet: no keyframe has been mapped")
         if not self._has_language:
-            raise NoMapError("no language features yet: no keyframe has been distilled")
+            raise NoMapError("no language features yet: no keyframe has been distilled" + self._no_language_reason())
+
+    def _no_language_reason(self) -> str:
+        return f" ({self.language_error})" if self.language_error else ""
 
     def query(self, texts: Sequence[str], max_targets: Optional[int] = None,
               min_score: Optional[float] = None) -> List[QueryResult]:
@@ -338,6 +356,21 @@ class GagsPipeline:
             extra = {"keyframe_poses": [kf.T_world_cam for kf in self.mapper.keyframes],
                      "stats": {k: v for k, v in self.stats().items() if isinstance(v, (int, float, str))}}
             return str(save_map(path, self.mapper.gaussians, field, self.cfg, extra))
+
+    def export(self, path: str, vocabulary: Sequence[str] = ()) -> dict:
+        """Write the map as a semantic PLY (:mod:`.export`: geometry, latents, coverage and, given a
+        ``vocabulary``, a label and score per Gaussian), atomically. NoMapError for an empty map, or
+        for a vocabulary before language features exist; ValueError for a bad vocabulary."""
+        from .export import write_semantic_ply
+
+        if self.mapper is None or len(self.mapper.gaussians) == 0:
+            raise NoMapError("nothing to export: the map is empty")
+        if vocabulary and not self._has_language:
+            raise NoMapError("no labels yet: no keyframe has been distilled" + self._no_language_reason())
+        with self.mapper.lock:
+            field = self.distiller.field if self._has_language else None
+            return write_semantic_ply(path, self.mapper.gaussians, field, self.query_engine if field else None,
+                                      vocabulary, self.cfg.language.mode, self.cfg.ros.world_frame)
 
     def load(self, path: str) -> int:
         """Replace the map with a saved one; mapping continues on top of it. Returns its Gaussians."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -27,6 +27,11 @@ def gaussian_properties(n_rest: int = 0) -> list[str]:
             + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
 
 
+# numpy dtype -> PLY type name of the extra properties we write
+_PLY_NAMES = {"f4": "float", "f8": "double", "i1": "char", "u1": "uchar", "i2": "short", "u2": "ushort",
+              "i4": "int", "u4": "uint"}
+
+
 def write_gaussians_ply(
     path: str | Path,
     means: np.ndarray,      # [N, 3] metres
@@ -35,9 +40,13 @@ def write_gaussians_ply(
     scales: np.ndarray,     # [N, 3] log standard deviations, log(metres)
     quats: np.ndarray,      # [N, 4] (w, x, y, z)
     sh_rest: Optional[np.ndarray] = None,     # [N, K] higher SH coefficients (3DGS channel-major order)
-    extra: Optional[Dict[str, np.ndarray]] = None,  # name -> [N] more float properties
+    extra: Optional[Dict[str, np.ndarray]] = None,  # name -> [N] more properties (float32 unless integer)
+    comments: Sequence[str] = (),             # header comment lines (no newlines)
 ) -> None:
-    """Write the Gaussians atomically (temporary file in the same folder, then rename)."""
+    """Write the Gaussians atomically (temporary file in the same folder, then rename).
+
+    ``extra`` arrays of an integer dtype keep it (int32 for int64, which PLY lacks); any other is
+    written as float32."""
     n = len(means)
     cols = [np.asarray(means, np.float32).reshape(n, 3), np.zeros((n, 3), np.float32),
             np.asarray(sh0, np.float32).reshape(n, 3)]
@@ -49,12 +58,22 @@ def write_gaussians_ply(
     cols += [np.asarray(opacities, np.float32).reshape(n, 1), np.asarray(scales, np.float32).reshape(n, 3),
              np.asarray(quats, np.float32).reshape(n, 4)]
     names = gaussian_properties(n_rest)
+    types = ["<f4"] * len(names)
     for k, v in (extra or {}).items():
-        cols.append(np.asarray(v, np.float32).reshape(n, 1))
+        v = np.asarray(v)
+        t = ("<i4" if v.dtype.itemsize > 4 else "<" + v.dtype.str[1:]) if v.dtype.kind in "iu" else "<f4"
+        cols.append(v.astype(t).reshape(n, 1))
         names.append(k)
-    data = np.ascontiguousarray(np.concatenate(cols, axis=1), dtype="<f4")
-    header = "\n".join(["ply", f"format {FORMAT}", f"element vertex {n}"]
-                       + [f"property float {p}" for p in names] + ["end_header"]) + "\n"
+        types.append(t)
+    for c in comments:
+        if not (c.isascii() and c.isprintable()):
+            raise ValueError(f"PLY comment {c!r}: printable ASCII only (the header is ASCII, one line each)")
+    data = np.empty(n, dtype=np.dtype(list(zip(names, types))))
+    for name, column in zip(names, (b[:, j] for b in cols for j in range(b.shape[1]))):
+        data[name] = column
+    header = "\n".join(["ply", f"format {FORMAT}"] + [f"comment {c}" for c in comments] + [f"element vertex {n}"]
+                       + [f"property {_PLY_NAMES[t[1:]]} {p}" for p, t in zip(names, types)]
+                       + ["end_header"]) + "\n"
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:

@@ -37,13 +37,13 @@ from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 
 from gags_ros.msg import ClassifiedObject, MappingStatus, QueryTarget
-from gags_ros.srv import ClassifyObjects, LoadMap, Query, RetrieveObjects, SaveMap
+from gags_ros.srv import ClassifyObjects, ExportMap, LoadMap, Query, RetrieveObjects, SaveMap
 
 from ..core.config import ConfigError, GagsConfig
 from ..core.files import remove_stale_temp_files
 from ..core.frame_sync import FrameAssembler
-from ..core.paths import resolve_map_path
-from ..core.pipeline import GagsPipeline, NoMapError
+from ..core.paths import PathRefused, resolve_map_path
+from ..core.pipeline import LANGUAGE_DISABLED, GagsPipeline, NoMapError
 from ..core.query import check_query_text
 from ..core.rejections import RejectionLog
 from ..core.teachers.pipeline import check_teacher_weights, random_weight_models
@@ -54,7 +54,7 @@ from .conversions import (InputError, camera_model_from_msg, depth_from_msg, ima
                           labelled_markers, matrix_from_pose, matrix_from_transform, pointcloud2_to_msg, stamp_to_sec,
                           target_markers)
 from .dds import ensure_profile_env
-from .params import declare_config
+from .params import ExplainedParameters, declare_config
 
 
 
@@ -64,16 +64,16 @@ def point(x: float, y: float, z: float):
     return Point(x=float(x), y=float(y), z=float(z))
 
 
-class MappingNode(Node):
+class MappingNode(ExplainedParameters, Node):
     """Node ``gags_mapping``. ``pipeline_factory(cfg)`` builds the pipeline on the worker thread."""
 
     def __init__(self, pipeline_factory: Optional[Callable[[GagsConfig], object]] = None,
                  node_name: str = "gags_mapping", **kwargs):
         super().__init__(node_name, **kwargs)
-        self.cfg = declare_config(self)
-        if pipeline_factory is None:  # the real teacher: refuse missing weights now, not at a keyframe
-            check_teacher_weights(self.cfg)
-        factory = pipeline_factory or (lambda cfg: GagsPipeline(cfg))
+        self.cfg = declare_config(self, on_change=self._on_parameter_changed)
+        # The real teacher: missing weights are found now, not at a keyframe; geometry maps without them.
+        self.weights_error = self._check_weights() if pipeline_factory is None else ""
+        factory = pipeline_factory or (lambda cfg: GagsPipeline(cfg, language_error=self.weights_error))
         removed = remove_stale_temp_files(os.path.expanduser(self.cfg.save_dir))
         if removed:
             self.get_logger().info(f"removed {len(removed)} temporary file(s) left by an interrupted save: "
@@ -107,6 +107,7 @@ class MappingNode(Node):
         self.srv_reset = service(Trigger, "gags/reset_map", self._on_reset)
         self.srv_classify = service(ClassifyObjects, "gags/classify_objects", self._on_classify)
         self.srv_retrieve = service(RetrieveObjects, "gags/retrieve_objects", self._on_retrieve)
+        self.srv_export = service(ExportMap, "gags/export", self._on_export)
 
         self.pub_status = self.create_publisher(MappingStatus, self.cfg.ros.status_topic, 10)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -117,8 +118,8 @@ class MappingNode(Node):
         self.pub_objects = self.create_publisher(MarkerArray, "gags/objects", latched)
         timers = MutuallyExclusiveCallbackGroup()
         self.status_timer = self.create_timer(self.cfg.ros.status_period, self._publish_status, callback_group=timers)
-        if self.cfg.ros.cloud_period > 0:
-            self.cloud_timer = self.create_timer(self.cfg.ros.cloud_period, self._request_cloud, callback_group=timers)
+        self.cloud_timer = self.create_timer(self.cfg.ros.cloud_period or 1.0, self._request_cloud, callback_group=timers)
+        self._apply_periods()
         self._cloud_pending = False
         self._setup_inputs()
         self.get_logger().info(f"gags_mapping ready (device {self.cfg.device}, renderer "
@@ -339,6 +340,37 @@ class MappingNode(Node):
         else:
             log.info(message)
 
+    def _check_weights(self) -> str:
+        """Why the configured teacher weights cannot be loaded (logged once, as an error), or ""."""
+        try:
+            check_teacher_weights(self.cfg)
+            return ""
+        except ConfigError as e:
+            why = f"{LANGUAGE_DISABLED}{e}"
+            self.get_logger().error(why)
+            return why
+
+    def teacher_error(self) -> str:
+        """Why the map has no language (teacher weights missing), or ""."""
+        if self.weights_error or self.worker.pipeline is None:
+            return self.weights_error
+        return getattr(self.worker.pipeline, "language_error", "")
+
+    def _on_parameter_changed(self, cfg: GagsConfig, name: str) -> None:
+        """A parameter accepted at run time: the config is already updated (the worker reads it at its
+        next use); periods also move their timers."""
+        if name in ("ros.status_period", "ros.cloud_period"):
+            self._apply_periods()
+
+    def _apply_periods(self) -> None:
+        r = self.cfg.ros
+        self.status_timer.timer_period_ns = int(r.status_period * 1e9)
+        if r.cloud_period > 0:
+            self.cloud_timer.timer_period_ns = int(r.cloud_period * 1e9)
+            self.cloud_timer.reset()
+        else:
+            self.cloud_timer.cancel()
+
     async def _worker_call(self, fn):
         """Run ``fn(pipeline)`` on the worker and await it without blocking the executor: service
         callbacks are coroutines, so one executor thread keeps serving camera callbacks meanwhile."""
@@ -476,10 +508,10 @@ class MappingNode(Node):
 
         fut.add_done_callback(done)
 
-    def _map_path(self, requested: str, for_write: bool) -> str:
-        """The confined file a save / load request names (:class:`PathRefused` otherwise)."""
+    def _map_path(self, requested: str, for_write: bool, default_suffix: str = ".gags") -> str:
+        """The confined file a save / load / export request names (:class:`PathRefused` otherwise)."""
         return str(resolve_map_path(requested, self.cfg.save_dir, for_write=for_write,
-                                    allow_any_path=self.cfg.allow_any_path))
+                                    allow_any_path=self.cfg.allow_any_path, default_suffix=default_suffix))
 
     async def _on_save(self, request: SaveMap.Request, response: SaveMap.Response) -> SaveMap.Response:
         try:
@@ -489,6 +521,24 @@ class MappingNode(Node):
         except Exception as e:
             response.success, response.message = False, f"save failed: {e}"
         self.note(response.message, "info" if response.success else "error")
+        return response
+
+    async def _on_export(self, request: ExportMap.Request, response: ExportMap.Response) -> ExportMap.Response:
+        try:
+            path = self._map_path(request.path, for_write=True, default_suffix=".ply")
+        except PathRefused as e:
+            response.success, response.message = False, f"export refused: {e}"
+            self.requests_answered["export invalid"] += 1
+            return response
+        vocabulary = [str(v) for v in request.vocabulary]
+        ok, out = await self._serve(response, "export", lambda p: p.export(path, vocabulary),
+                                    expected=(NoMapError, ValueError))
+        if ok:
+            response.path, response.gaussians, response.labelled = out["path"], out["gaussians"], out["labelled"]
+            response.success = True
+            response.message = (f"{out['gaussians']} Gaussians exported to {out['path']}"
+                                + (f", {out['labelled']} labelled" if vocabulary else ""))
+        self.note(response.message, "info" if response.success else "warning")
         return response
 
     async def _on_load(self, request: LoadMap.Request, response: LoadMap.Response) -> LoadMap.Response:
@@ -535,6 +585,9 @@ class MappingNode(Node):
         if dropped > self._dropped_seen[0]:
             self._dropped_seen = (dropped, now)
         message = self.current_message()
+        missing = self.teacher_error()
+        if missing:  # on every report, first: the map has no semantics until the weights are there
+            message = f"ERROR: {missing}; {message}"
         untrained = random_weight_models(self.cfg)
         if untrained:  # on every report: answers of an untrained teacher mean nothing
             note = f"RANDOM WEIGHTS (teacher.allow_random_weights): {' and '.join(untrained)} untrained"
@@ -579,6 +632,8 @@ class MappingNode(Node):
             summary += f"; in the last {expiry:g} s: " + "; ".join(problems)
         if s.state == "error":
             level, summary = DiagnosticStatus.ERROR, f"error: {s.message}"
+        elif self.teacher_error():
+            level, summary = DiagnosticStatus.ERROR, f"{summary}; ERROR: {self.teacher_error()}"
         elif s.message.startswith("RANDOM WEIGHTS"):
             level, summary = DiagnosticStatus.WARN, f"{summary}; {s.message}"
         values = {"keyframes": s.keyframes, "gaussians": s.gaussians, "mapping_steps": s.mapping_steps,

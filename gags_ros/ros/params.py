@@ -2,14 +2,16 @@
 
 Each leaf of the config tree becomes one parameter named by its dotted path (``mapping.max_gaussians``)
 with a descriptor carrying its help text, unit, range or choices and read-only flag. Values from
-parameter files and overrides are validated by the config before the node starts; later changes are
-validated the same way and refused with the config's message.
+parameter files and overrides are validated by the config before the node starts; later changes
+(``ros2 param set``) are validated the same way and refused with the config's message; a read-only
+parameter is refused with the reason the config gives for it (:class:`ExplainedParameters`).
+Accepted changes go into the node's config object at once: the worker reads it at its next use.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Callable, Optional
+from typing import Callable, Dict, List, Optional
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
                                 SetParametersResult)
@@ -57,13 +59,39 @@ def descriptor(info: FieldInfo) -> ParameterDescriptor:
     return d
 
 
+def read_only_message(name: str, reason: str) -> str:
+    """The refusal of a run-time change of the read-only parameter ``name``."""
+    return (f"{name} is read-only on a running node: {reason}. Set it at start: in the parameter file "
+            f"(params_file:=...) or with --ros-args -p {name}:=VALUE")
+
+
+class ExplainedParameters:
+    """Mixin for a :class:`rclpy.node.Node` subclass (listed before Node) whose parameters come from
+    :func:`declare_config`: a change is checked against the typed config before rclpy's own checks,
+    so a refusal carries the config's reason (the parameter, the value and its range with unit; for a
+    read-only parameter, why it is read-only) instead of rclpy's generic one. ``ros2 param set``
+    reaches :meth:`set_parameters_atomically` through the node's parameter services."""
+
+    _parameter_check: Optional[Callable[[List], str]] = None   # set by declare_config
+
+    def set_parameters_atomically(self, parameter_list):
+        why = self._parameter_check(parameter_list) if self._parameter_check is not None else ""
+        if why:
+            return SetParametersResult(successful=False, reason=why)
+        return super().set_parameters_atomically(parameter_list)
+
+    def set_parameters(self, parameter_list):
+        return [self.set_parameters_atomically([p]) for p in parameter_list]
+
+
 def declare_config(node: Node, cfg: Optional[GagsConfig] = None,
                    on_change: Optional[Callable[[GagsConfig, str], None]] = None) -> GagsConfig:
     """Declare every config leaf on ``node``, read overrides into a validated config and return it.
 
     Raises :class:`ConfigError` naming the parameter, the value and the allowed range when an
     override is invalid. Later ``set_parameters`` calls are validated by the config (refused with
-    its message) and, when accepted, applied to the returned config and reported to ``on_change``.
+    its message) and, when accepted, applied to the returned config and reported to ``on_change``
+    (on the thread that set them: the executor's, for ``ros2 param set``).
     """
     cfg = cfg if cfg is not None else GagsConfig()
     infos = list(iter_fields(cfg))
@@ -83,24 +111,46 @@ def declare_config(node: Node, cfg: Optional[GagsConfig] = None,
         set_value(cfg, info.name, value)
     validate(cfg)
 
-    def _on_set(params):
-        trial = copy.deepcopy(cfg)
+    names = {i.name for i in infos}
+    read_only: Dict[str, str] = {i.name: i.read_only_reason for i in infos if i.read_only}
+
+    def check(params) -> str:
+        """Why ``params`` cannot be set now ("" when they can)."""
+        for p in params:
+            if p.name in read_only:
+                return read_only_message(p.name, read_only[p.name])
         try:
-            for p in params:
-                value = p.value
-                if not isinstance(value, (str, bytes)) and hasattr(value, "__len__"):
-                    value = list(value)
-                set_value(trial, p.name, value)
-            validate(trial)
+            _trial(params)
+        except ConfigError as e:
+            return str(e)
+        return ""
+
+    def _trial(params) -> GagsConfig:
+        trial = copy.deepcopy(cfg)
+        for p in params:
+            if p.name not in names:     # not ours (e.g. use_sim_time): rclpy decides
+                continue
+            value = p.value
+            if not isinstance(value, (str, bytes)) and hasattr(value, "__len__"):
+                value = list(value)
+            set_value(trial, p.name, value)
+        return validate(trial)
+
+    def _on_set(params):
+        try:
+            trial = _trial(params)
         except ConfigError as e:
             return SetParametersResult(successful=False, reason=str(e))
         for p in params:
+            if p.name not in names:
+                continue
             set_value(cfg, p.name, getattr_dotted(trial, p.name))
             if on_change is not None:
                 on_change(cfg, p.name)
         return SetParametersResult(successful=True)
 
     node.add_on_set_parameters_callback(_on_set)
+    node._parameter_check = check
     return cfg
 
 

@@ -141,7 +141,7 @@ def random_weight_models(cfg) -> List[str]:
 def check_teacher_weights(cfg) -> None:
     """Raise :class:`~gags_ros.core.config.ConfigError` when ``cfg`` (GagsConfig) would teach with
     missing weights, or with random ones that ``teacher.allow_random_weights`` does not permit; the
-    message names the parameter and the file to put where. Loads nothing; CLIP tags are looked up in
+    message names, for SAM and CLIP alike, the parameter and the file to put where. Loads nothing; CLIP tags are looked up in
     the local Hugging Face cache."""
     from ..config import ConfigError
 
@@ -151,11 +151,15 @@ def check_teacher_weights(cfg) -> None:
     from .clip import ClipWeightsError, resolve_clip_weights
     from .sam import CheckpointNotFoundError, check_sam_weights
 
-    try:
-        check_sam_weights(t.sam_model, t.sam_checkpoint, t.allow_random_weights)
-        resolve_clip_weights(t.clip_model, t.clip_pretrained, t.allow_random_weights)
-    except (CheckpointNotFoundError, ClipWeightsError) as e:
-        raise ConfigError(str(e)) from e
+    problems = []  # both at once: a user fixing one should not meet the other on the next start
+    for check, args in ((check_sam_weights, (t.sam_model, t.sam_checkpoint)),
+                        (resolve_clip_weights, (t.clip_model, t.clip_pretrained))):
+        try:
+            check(*args, t.allow_random_weights)
+        except (CheckpointNotFoundError, ClipWeightsError) as e:
+            problems.append(str(e))
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def build_teacher(cfg, device: str | torch.device, sim_labels: Optional[dict] = None) -> KeyframeTeacher:
