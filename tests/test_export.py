@@ -171,3 +171,11 @@ def test_map_cloud_decodes_identically_with_sensor_msgs_py():
     # no relevancy yet (no query): the layout without it decodes too
     plain = point_cloud2.read_points(pointcloud2_to_msg(xyz, rgb, Header(frame_id="map")), skip_nans=False)
     assert list(plain.dtype.names) == ["x", "y", "z", "rgb"]
+
+
+def test_export_creates_its_folder_with_the_map_file_mode(planted, tmp_path):
+    g, field, engine, _ = planted
+    path = tmp_path / "new" / "folder" / "m.ply"
+    E.write_semantic_ply(path, g, field, engine, ["red mug"], mode="0640")
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in path.parent.iterdir()] == ["m.ply"]     # no temporary left behind

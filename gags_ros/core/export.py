@@ -80,10 +80,12 @@ def label_gaussians(engine, gaussians, field, vocabulary: Sequence[str],
 
 
 def write_semantic_ply(path: str | Path, gaussians, field=None, engine=None, vocabulary: Sequence[str] = (),
-                       coverage_mode: str = "gad", world_frame: str = "map") -> dict:
+                       coverage_mode: str = "gad", world_frame: str = "map", mode: str = "") -> dict:
     """Write ``gaussians`` (:class:`~.gaussians.GaussianMap`) as the semantic PLY described above,
-    atomically. ``field`` / ``engine``: the language field and query engine (needed for labels; the
-    latents are written whenever the map has them). Returns ``{"gaussians", "labelled", "path"}``.
+    atomically (the folder is created; ``mode``: permission bits as for map files,
+    ``ros.map_file_mode``). ``field`` / ``engine``: the language field and query engine (needed for
+    labels; the latents are written whenever the map has them). Returns ``{"gaussians",
+    "labelled", "path"}``.
 
     Raises ValueError for a bad vocabulary, or a vocabulary given for a map without language."""
     vocabulary = [str(v) for v in vocabulary]
@@ -114,7 +116,7 @@ def write_semantic_ply(path: str | Path, gaussians, field=None, engine=None, voc
                         "both -1 = unknown (query.min_opacity, query.min_coverage)")
         comments += [f"vocabulary {i} {json.dumps(v)}" for i, v in enumerate(vocabulary)]
     write_gaussians_ply(path, p["means"].numpy(), p["sh0"].reshape(n, -1)[:, :3].numpy(), p["opacities"].numpy(),
-                        p["scales"].numpy(), p["quats"].numpy(), extra=extra, comments=comments)
+                        p["scales"].numpy(), p["quats"].numpy(), extra=extra, comments=comments, mode=mode)
     return {"gaussians": n, "labelled": labelled, "path": str(path)}
 
 

@@ -11,7 +11,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import List
+from typing import BinaryIO, Callable, List
 
 log = logging.getLogger("gags_ros.files")
 
@@ -34,6 +34,32 @@ def _umask() -> int:
     old = os.umask(0o022)
     os.umask(old)
     return old
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None], mode: int) -> Path:
+    """Create ``path`` (and its folder) through a temporary beside it that ``write(file)`` fills, with
+    permission bits ``mode``, flushed to disk, then renamed over ``path``: readers see the old file
+    or the whole new one. A killed writer leaves ``.<name>.<pid>.<random>.tmp``, removed by
+    :func:`remove_stale_temp_files`. Returns ``path``."""
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
 
 
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
@@ -36,7 +35,7 @@ from typing import Any, List, Optional, Tuple
 import torch
 
 from . import config as C
-from .files import file_mode, remove_stale_temp_files  # noqa: F401 - re-exported (torch-free module)
+from .files import file_mode, remove_stale_temp_files, write_atomically  # noqa: F401 - re-exported (torch-free module)
 from .gaussians import GaussianMap
 from .language.field import LanguageField
 
@@ -61,7 +60,6 @@ def save_map(path: str | os.PathLike, gaussians: GaussianMap, field: Optional[La
     from .. import __version__
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {
         "format": MAP_FORMAT,
         "version": MAP_VERSION,
@@ -81,22 +79,7 @@ def save_map(path: str | os.PathLike, gaussians: GaussianMap, field: Optional[La
         },
         "extra": _plain(extra),
     }
-    mode = file_mode(cfg.ros.map_file_mode)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    return write_atomically(path, lambda f: torch.save(data, f), file_mode(cfg.ros.map_file_mode))
 
 
 def load_map(path: str | os.PathLike, device: str | torch.device = "cpu"

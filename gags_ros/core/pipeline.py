@@ -370,7 +370,8 @@ class GagsPipeline:
         with self.mapper.lock:
             field = self.distiller.field if self._has_language else None
             return write_semantic_ply(path, self.mapper.gaussians, field, self.query_engine if field else None,
-                                      vocabulary, self.cfg.language.mode, self.cfg.ros.world_frame)
+                                      vocabulary, self.cfg.language.mode, self.cfg.ros.world_frame,
+                                      self.cfg.ros.map_file_mode)
 
     def load(self, path: str) -> int:
         """Replace the map with a saved one; mapping continues on top of it. Returns its Gaussians."""

@@ -11,11 +11,12 @@ Values are stored pre-activation, as 3DGS keeps them: ``f_dc`` the degree-0 SH c
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import numpy as np
+
+from .files import file_mode, write_atomically
 
 FORMAT = "binary_little_endian 1.0"
 
@@ -42,8 +43,10 @@ def write_gaussians_ply(
     sh_rest: Optional[np.ndarray] = None,     # [N, K] higher SH coefficients (3DGS channel-major order)
     extra: Optional[Dict[str, np.ndarray]] = None,  # name -> [N] more properties (float32 unless integer)
     comments: Sequence[str] = (),             # header comment lines (no newlines)
+    mode: str = "",                           # permission bits in octal ("0640"); "" = 0666 minus the umask
 ) -> None:
-    """Write the Gaussians atomically (temporary file in the same folder, then rename).
+    """Write the Gaussians atomically (:func:`.files.write_atomically`: a temporary in the same
+    folder, then rename; the folder is created).
 
     ``extra`` arrays of an integer dtype keep it (int32 for int64, which PLY lacks); any other is
     written as float32."""
@@ -74,16 +77,8 @@ def write_gaussians_ply(
     header = "\n".join(["ply", f"format {FORMAT}"] + [f"comment {c}" for c in comments] + [f"element vertex {n}"]
                        + [f"property {_PLY_NAMES[t[1:]]} {p}" for p, t in zip(names, types)]
                        + ["end_header"]) + "\n"
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(header.encode("ascii"))
-            f.write(data.tobytes())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomically(path, lambda f: (f.write(header.encode("ascii")), f.write(data.tobytes())),
+                     file_mode(mode))
 
 
 _NP_TYPES = {"float": "f4", "float32": "f4", "double": "f8", "float64": "f8", "uchar": "u1",

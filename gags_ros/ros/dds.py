@@ -5,6 +5,14 @@ Fast DDS's default 512 KB shared-memory segment loses best-effort images and add
 4 MiB messages plus UDPv4 on loopback, builtin transports off: 640x480 rgb8 at 30 Hz then arrives
 with ~3 ms median latency and no loss. Nodes started by our launcher or tests get it through
 FASTDDS_DEFAULT_PROFILES_FILE unless the user already set that variable.
+
+It also raises the writers' reliability ``max_blocking_time`` from 100 ms to 1 s. rmw_fastrtps sends
+a service response only once the service's response writer has matched the client's response
+reader, and waits at most that long for the match before dropping the response ("client will not
+receive response"). A client that called right after ``wait_for_service`` (``ros2 service call``
+does) could lose its first answer when the server learned of its response reader more than 100 ms
+after its request (tests/test_ros_cli.py calls the node that way; measured: with this profile the
+wait for a client that never matches is 1.0 s, without it 0.1 s).
 """
 
 from __future__ import annotations
@@ -29,6 +37,9 @@ PROFILE_XML = """<?xml version="1.0" encoding="UTF-8" ?>
       <interfaceWhiteList><address>127.0.0.1</address></interfaceWhiteList>
     </transport_descriptor>
   </transport_descriptors>
+  <data_writer profile_name="gags_writers" is_default_profile="true">
+    <qos><reliability><max_blocking_time><sec>1</sec><nanosec>0</nanosec></max_blocking_time></reliability></qos>
+  </data_writer>
   <participant profile_name="gags_large_messages" is_default_profile="true">
     <rtps>
       <userTransports>
