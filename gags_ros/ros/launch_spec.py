@@ -95,9 +95,9 @@ def mapping_nodes(params_file: Optional[str] = None, overrides: Optional[Dict[st
     if replay:
         nodes.append(NodeSpec("replay_node", "gags_ros.ros.replay_node", "gags_replay", [],
                               list(remappings), arguments=list(replay), namespace=namespace))
-    if rviz:
-        nodes.append(NodeSpec("rviz2", "", "rviz2", [], [], arguments=["-d", str(rviz_config())],
-                              package="rviz2"))
+    if rviz:  # the remaps too: config/gags.rviz shows camera/image_raw, which then follows image_topic:=
+        nodes.append(NodeSpec("rviz2", "", "rviz2", [], list(remappings), arguments=["-d", str(rviz_config())],
+                              package="rviz2", namespace=namespace))
     return nodes
 
 
