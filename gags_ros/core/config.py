@@ -361,7 +361,8 @@ class RosConfig:
     shutdown_timeout: float = param(1.0, "On shutdown, how long the worker's current step may take to "
                                     "finish before it is abandoned", unit="s", lo=0.0, hi=60.0)
     map_file_mode: str = param("", "Permission bits of saved map files in octal (e.g. 0640); empty = "
-                               "0666 minus the process umask (0644 under the usual umask 022)", read_only=NAMES_A_RESOURCE)
+                               "0666 minus the process umask (0644 under the usual umask 022)",
+                               read_only=NAMES_A_RESOURCE)
 
 
 @dataclass

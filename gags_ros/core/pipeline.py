@@ -369,9 +369,9 @@ class GagsPipeline:
             raise NoMapError("no labels yet: no keyframe has been distilled" + self._no_language_reason())
         with self.mapper.lock:
             field = self.distiller.field if self._has_language else None
-            return write_semantic_ply(path, self.mapper.gaussians, field, self.query_engine if field else None,
-                                      vocabulary, self.cfg.language.mode, self.cfg.ros.world_frame,
-                                      self.cfg.ros.map_file_mode)
+            engine = self.query_engine if field is not None else None
+            return write_semantic_ply(path, self.mapper.gaussians, field, engine, vocabulary, self.cfg.language.mode,
+                                      self.cfg.ros.world_frame, self.cfg.ros.map_file_mode)
 
     def load(self, path: str) -> int:
         """Replace the map with a saved one; mapping continues on top of it. Returns its Gaussians."""

@@ -118,7 +118,9 @@ class MappingNode(ExplainedParameters, Node):
         self.pub_objects = self.create_publisher(MarkerArray, "gags/objects", latched)
         timers = MutuallyExclusiveCallbackGroup()
         self.status_timer = self.create_timer(self.cfg.ros.status_period, self._publish_status, callback_group=timers)
-        self.cloud_timer = self.create_timer(self.cfg.ros.cloud_period or 1.0, self._request_cloud, callback_group=timers)
+        # always created (cancelled while ros.cloud_period is 0): the period may change at run time
+        self.cloud_timer = self.create_timer(self.cfg.ros.cloud_period or 1.0, self._request_cloud,
+                                             callback_group=timers)
         self._apply_periods()
         self._cloud_pending = False
         self._setup_inputs()
