@@ -108,3 +108,35 @@ def test_ros_parameters_agree_with_config(rclpy_context):
         assert not res.successful and C.flat_dict(cfg) == before
     finally:
         node.destroy_node()
+
+
+@pytest.mark.ros
+def test_refusals_say_why(rclpy_context):
+    """With ExplainedParameters (the mapping node's), a change is checked by the config before rclpy's
+    own checks: the refusal is the config's message, and a read-only parameter says why it is one."""
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    from gags_ros.ros.params import ExplainedParameters, declare_config
+
+    class Probe(ExplainedParameters, Node):
+        pass
+
+    node = Probe("cfg_probe_why", context=rclpy_context)
+    try:
+        cfg = declare_config(node)
+        infos = list(C.iter_fields(C.GagsConfig()))
+        assert all(i.read_only_reason for i in infos if i.read_only)
+        for name, value, reason in [("query.threshold", 2.5, "query.threshold=2.5: out of range [0.0, 1.0]"),
+                                    ("device", "cuda", "device is read-only on a running node: it names a file"),
+                                    ("ros.qos_depth", 50, "ros.qos_depth is read-only on a running node: topics, QoS"),
+                                    ("language.feature_dim", 32, "language.feature_dim is read-only on a running "
+                                                                 "node: the models, map layout or memory")]:
+            (res,) = node.set_parameters([Parameter(name, value=value)])
+            assert not res.successful and res.reason.startswith(reason), res.reason
+        res = node.set_parameters_atomically([Parameter("query.keep_neighbours", value=5),
+                                              Parameter("query.drop_neighbours", value=4)])
+        assert res.successful and (cfg.query.keep_neighbours, cfg.query.drop_neighbours) == (5, 4)
+        assert node.set_parameters([Parameter("use_sim_time", value=False)])[0].successful   # not ours: rclpy's
+    finally:
+        node.destroy_node()

@@ -569,6 +569,22 @@ def set_value(cfg: GagsConfig, dotted: str, value: Any) -> None:
         raise
 
 
+def set_values(cfg: GagsConfig, values: dict) -> None:
+    """Set several leaves ``{dotted_name: value}`` at once: each value is checked, then the cross-field
+    rules on the result (so ``query.keep_neighbours`` and ``query.drop_neighbours`` can move together
+    past each other). On any error nothing changes."""
+    checked = [(*_section_and_leaf(cfg, k), _check_value(field_info(cfg, k), v)) for k, v in values.items()]
+    old = [(obj, leaf, getattr(obj, leaf)) for obj, leaf, _ in checked]
+    for obj, leaf, v in checked:
+        setattr(obj, leaf, v)
+    try:
+        _cross_checks(cfg)
+    except ConfigError:
+        for obj, leaf, v in reversed(old):
+            setattr(obj, leaf, v)
+        raise
+
+
 def to_dict(cfg: Any) -> dict:
     """Nested plain dict (JSON/YAML-able)."""
     return dataclasses.asdict(cfg)

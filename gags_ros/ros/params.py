@@ -18,7 +18,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 
-from ..core.config import ConfigError, FieldInfo, GagsConfig, iter_fields, set_value, validate
+from ..core.config import ConfigError, FieldInfo, GagsConfig, iter_fields, set_value, set_values, validate
 
 
 def _ros_type(info: FieldInfo) -> int:
@@ -127,13 +127,15 @@ def declare_config(node: Node, cfg: Optional[GagsConfig] = None,
 
     def _trial(params) -> GagsConfig:
         trial = copy.deepcopy(cfg)
+        values = {}
         for p in params:
             if p.name not in names:     # not ours (e.g. use_sim_time): rclpy decides
                 continue
             value = p.value
             if not isinstance(value, (str, bytes)) and hasattr(value, "__len__"):
                 value = list(value)
-            set_value(trial, p.name, value)
+            values[p.name] = value
+        set_values(trial, values)     # all at once: an atomic set may move related values together
         return validate(trial)
 
     def _on_set(params):
@@ -141,12 +143,11 @@ def declare_config(node: Node, cfg: Optional[GagsConfig] = None,
             trial = _trial(params)
         except ConfigError as e:
             return SetParametersResult(successful=False, reason=str(e))
-        for p in params:
-            if p.name not in names:
-                continue
-            set_value(cfg, p.name, getattr_dotted(trial, p.name))
-            if on_change is not None:
-                on_change(cfg, p.name)
+        ours = [p.name for p in params if p.name in names]
+        set_values(cfg, {name: getattr_dotted(trial, name) for name in ours})
+        if on_change is not None:
+            for name in ours:
+                on_change(cfg, name)
         return SetParametersResult(successful=True)
 
     node.add_on_set_parameters_callback(_on_set)
