@@ -4,7 +4,9 @@ A service answers on a response topic; Fast DDS (rmw_fastrtps) sends a response 
 service's response writer has matched the client's response reader, and gives up after the
 writer's max_blocking_time (100 ms by default: "failed to send response (timeout): client will not
 receive response"). ``wait_for_service`` only says the service was discovered, not that it has
-matched this client, so a first call right after it can lose its answer and wait forever.
+matched this client, so a first call right after it can lose its answer and wait forever. The
+node's own Fast DDS profile (:mod:`.dds`) raises that wait to 1 s on the node's side; these helpers
+also cover servers without it.
 
 :func:`wait_until_served` waits for the service and then sends a side-effect-free probe request,
 resending it after a short wait, until one is answered: from then on the service has matched this
