@@ -46,7 +46,7 @@ def call(node, client, request, timeout: float = 30.0, executor=None):
 
 def random_weights_params(tmp_path: Path, **values) -> Path:
     """A ROS parameter file of the shipped configuration with random teacher weights allowed (none
-    can be had here; the shipped defaults refuse to start without them) and ``values`` (dotted
+    can be had here; the shipped defaults then map geometry only) and ``values`` (dotted
     names, e.g. ``**{"ros.request_queue": 4}``)."""
     from gags_ros.core import config as C
 
