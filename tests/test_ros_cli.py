@@ -99,6 +99,8 @@ def cli(tmp_path_factory, ros_env):
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import PointCloud2
 
     from gags_ros.core import config as C
     from gags_ros.core.sim.dataset import generate
@@ -128,9 +130,12 @@ def cli(tmp_path_factory, ros_env):
     node = Node("cli_test_listener")
     ex = SingleThreadedExecutor()
     ex.add_node(node)
-    status = []
+    status, clouds = [], []
     node.create_subscription(MappingStatus, "gags/status", status.append, 10)
+    latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    node.create_subscription(PointCloud2, "gags/map", clouds.append, latched)
     c = Cli(env, proc, tmp / "maps", status)
+    c.clouds = clouds
     c.spin = lambda seconds: _spin(ex, seconds)
     try:
         # Settled: the replay node has streamed its frames and exited, and the node has then finished
@@ -210,6 +215,28 @@ def test_threshold_set_from_the_cli_changes_the_next_answer(cli):
     assert cli.query(query) == first
     out = cli.run(readme_command("ros2 param describe /gags_mapping query.threshold"))
     assert "Min value: 0.0" in out and "Max value: 1.0" in out and "min-max normalised relevancy" in out, out
+
+
+def test_map_cloud_keeps_its_layout_before_and_after_queries(cli):
+    """gags/map has one PointCloud2 layout from the first cloud on (relevancy -1 = unknown before any
+    query), which sensor_msgs_py decodes as we do; after the queries above it carries relevancy."""
+    from sensor_msgs_py import point_cloud2
+
+    from gags_ros.ros.conversions import pointcloud2_from_msg
+
+    cli.spin(3.0)     # the cloud the last query triggered, and a periodic one
+    names = ["x", "y", "z", "rgb", "relevancy", "coverage"]
+    assert len(cli.clouds) >= 2, len(cli.clouds)
+    for msg in (cli.clouds[0], cli.clouds[-1]):
+        theirs = point_cloud2.read_points(msg, skip_nans=False)
+        ours = pointcloud2_from_msg(msg)
+        assert list(theirs.dtype.names) == names and len(theirs) == msg.width > 1000
+        for name in names:
+            np.testing.assert_array_equal(theirs[name].view(np.uint32), ours[name].view(np.uint32))
+    assert (point_cloud2.read_points(cli.clouds[0], field_names=["relevancy"])["relevancy"] == -1).all(), \
+        "the first cloud came before any query"
+    rel = point_cloud2.read_points(cli.clouds[-1], field_names=["relevancy"])["relevancy"]
+    assert ((rel == -1) | ((rel >= 0) & (rel <= 1))).all() and (rel >= 0).any()
 
 
 @pytest.mark.parametrize("name, value, reason", [

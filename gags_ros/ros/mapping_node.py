@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Callable, Optional
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
@@ -506,6 +507,8 @@ class MappingNode(ExplainedParameters, Node):
             self._cloud_pending = False
             if f.exception() is None and f.result() is not None and self.context.ok():
                 xyz, rgb, rel, cov = f.result()
+                if rel is None:  # no query yet: unknown (-1), so the layout (and RViz's relevancy display) holds
+                    rel = np.full(len(xyz), -1.0, np.float32)
                 self.pub_cloud.publish(pointcloud2_to_msg(xyz, rgb, self.header(), rel, cov))
 
         fut.add_done_callback(done)
