@@ -518,15 +518,30 @@ class MappingNode(ExplainedParameters, Node):
         return str(resolve_map_path(requested, self.cfg.save_dir, for_write=for_write,
                                     allow_any_path=self.cfg.allow_any_path, default_suffix=default_suffix))
 
-    async def _on_save(self, request: SaveMap.Request, response: SaveMap.Response) -> SaveMap.Response:
+    async def _map_service(self, response, what: str, work, done):
+        """Save, load, reset: ``done(await work())`` gives the success message; any error (a refused
+        path, the worker's) fails the call with "<what> failed: <error>". Noted either way."""
         try:
-            path = self._map_path(request.path, for_write=True)
-            response.path = str(await self._worker_call(lambda p: p.save(path)))
-            response.success, response.message = True, f"map saved to {response.path}"
+            response.success, response.message = True, done(await work())
         except Exception as e:
-            response.success, response.message = False, f"save failed: {e}"
+            response.success, response.message = False, f"{what} failed: {e}"
         self.note(response.message, "info" if response.success else "error")
         return response
+
+    def _file_work(self, requested: str, for_write: bool, fn):
+        """The work of a map-file service: the confined path of ``requested``, then
+        ``fn(pipeline, path)`` on the worker; returns ``(path, result)``."""
+        async def work():
+            path = self._map_path(requested, for_write=for_write)
+            return path, await self._worker_call(lambda p: fn(p, path))
+        return work
+
+    async def _on_save(self, request: SaveMap.Request, response: SaveMap.Response) -> SaveMap.Response:
+        def done(out):
+            response.path = str(out[1])
+            return f"map saved to {response.path}"
+        return await self._map_service(response, "save", self._file_work(request.path, True, lambda p, f: p.save(f)),
+                                       done)
 
     async def _on_export(self, request: ExportMap.Request, response: ExportMap.Response) -> ExportMap.Response:
         try:
@@ -547,24 +562,18 @@ class MappingNode(ExplainedParameters, Node):
         return response
 
     async def _on_load(self, request: LoadMap.Request, response: LoadMap.Response) -> LoadMap.Response:
-        try:
-            path = self._map_path(request.path, for_write=False)
-            response.gaussians = int(await self._worker_call(lambda p: p.load(path)))
-            response.success, response.message = True, f"loaded {path}"
-        except Exception as e:
-            response.success, response.message = False, f"load failed: {e}"
-        self.note(response.message, "info" if response.success else "error")
-        return response
+        def done(out):
+            response.gaussians = int(out[1])
+            return f"loaded {out[0]}"
+        return await self._map_service(response, "load", self._file_work(request.path, False, lambda p, f: p.load(f)),
+                                       done)
 
     async def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        try:
+        async def work():
             await self._worker_call(lambda p: p.reset())
             self.worker.frames.clear()
-            response.success, response.message = True, "map reset"
-        except Exception as e:
-            response.success, response.message = False, f"reset failed: {e}"
-        self.note(response.message)
-        return response
+
+        return await self._map_service(response, "reset", work, lambda _: "map reset")
 
     # ---- status -----------------------------------------------------------------------------
     def current_message(self) -> str:
