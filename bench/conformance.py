@@ -2,7 +2,7 @@
 
     python -m bench.conformance
 
-A fake RGB-D driver written from the ROS standards (tests/conformance_driver.py: REP 103/105,
+A fake RGB-D driver written from the ROS standards (bench/conformance_driver.py: REP 103/105,
 sensor_msgs/CameraInfo as image_geometry reads it, aligned 16UC1 depth, sensor-data QoS) streams
 each case into the mapping node started by gags-launch, geometry only (depth seeds, no
 optimisation); the map cloud's distance to the scene's true surfaces is measured. Prints the table
@@ -19,7 +19,6 @@ import argparse
 import math
 import os
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,13 +36,11 @@ def main(argv=None) -> int:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ["ROS_PYTHON_CHECK_FIELDS"] = "1"
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-    sys.path.insert(0, str(ROOT / "tests"))  # the fake driver is test code: it lives with the tests
     import rclpy
 
-    from conformance_driver import CASES, GROUPS, Case, Driver, base_pose, params_file, run_case, verdict
+    from bench.conformance_driver import CASES, GROUPS, Case, Driver, base_pose, params_file, run_case, verdict
     from gags_ros.ros.dds import ensure_profile_env
-    from gags_ros.ros.launcher import specs_from_args, start
-    from rosutil import stop
+    from gags_ros.ros.launcher import specs_from_args, start, stop
 
     ensure_profile_env()
     rows = []
@@ -71,7 +68,7 @@ def main(argv=None) -> int:
                 stop(proc, 15)
     seconds = time.monotonic() - t0
 
-    print(f"\n| case | median | p90 | refused (of received) with |\n| --- | --- | --- | --- |")
+    print("\n| case | median | p90 | refused (of received) with |\n| --- | --- | --- | --- |")
     for case, r, ok, wrong in rows:
         med = f"{r['median_mm']:.2f} mm" if r["points"] else "-"
         p90 = f"{r['p90_mm']:.2f} mm" if r["points"] else "-"

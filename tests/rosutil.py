@@ -19,29 +19,17 @@ def start_node(module: str, ros_args: List[str], env: dict, args: Optional[List[
 
 
 def stop(proc: subprocess.Popen, timeout: float = 10.0) -> str:
-    """SIGINT, then kill; returns what the process printed when it had a pipe."""
-    if proc.poll() is None:
-        proc.send_signal(2)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.stdout.read() if proc.stdout else ""
+    """:func:`gags_ros.ros.launcher.stop` (imported when used: rclpy only in ROS tests)."""
+    from gags_ros.ros.launcher import stop as stop_process
+
+    return stop_process(proc, timeout)
 
 
 def call(node, client, request, timeout: float = 30.0, executor=None):
-    """Call a service from ``node`` and spin (``executor``, or a temporary one) until the answer
-    arrives. The first call of a client is resent every 2 s until answered (Fast DDS drops a
-    response sent before the service matched the client's response reader: see
-    gags_ros.ros.client), so tests never depend on matching luck."""
-    from gags_ros.ros.client import call as call_service, wait_until_served
+    """:func:`gags_ros.ros.client.call_served`: a client's first call resent until answered."""
+    from gags_ros.ros.client import call_served
 
-    if not getattr(client, "_gags_served", False):
-        res = wait_until_served(node, client, request, timeout=timeout, attempt=2.0, executor=executor)
-        client._gags_served = True
-        return res
-    return call_service(node, client, request, timeout=timeout, attempts=1, executor=executor)
+    return call_served(node, client, request, timeout=timeout, executor=executor)
 
 
 def random_weights_params(tmp_path: Path, **values) -> Path:

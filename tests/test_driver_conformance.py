@@ -1,5 +1,5 @@
 """Driver conformance (issue 21): a fake RGB-D driver written from the ROS standards
-(tests/conformance_driver.py) against the mapping node started as the README says (gags-launch
+(bench/conformance_driver.py) against the mapping node started as the README says (gags-launch
 with the driver's topics), geometry only. Every case gives either a map within tolerance of the true
 surfaces (median <= 1.5 mm, p90 <= 3 mm) or every frame refused with a reason naming the problem:
 no case may be silently wrong. One node per configuration, reused across its cases (map reset
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from conformance_driver import CASES, GROUPS, Case, Driver, base_pose, params_file, run_case, verdict
+from bench.conformance_driver import CASES, GROUPS, Case, Driver, base_pose, params_file, run_case, verdict
 from rosutil import stop
 
 pytestmark = pytest.mark.ros

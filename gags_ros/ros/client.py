@@ -76,6 +76,17 @@ def call(node: Node, client: Client, request, timeout: float = 60.0, attempts: i
     raise TimeoutError(f"no answer from {client.srv_name} within {attempts} x {timeout} s")
 
 
+def call_served(node: Node, client: Client, request, timeout: float = 30.0, executor: Optional[Executor] = None):
+    """:func:`call`, except that a client's first call is :func:`wait_until_served` (resent every 2 s
+    until answered: a response sent before the service matched the client's reader is lost), so a
+    caller never depends on matching luck; later calls are sent once."""
+    if not getattr(client, "_gags_served", False):
+        res = wait_until_served(node, client, request, timeout=timeout, attempt=2.0, executor=executor)
+        client._gags_served = True
+        return res
+    return call(node, client, request, timeout=timeout, attempts=1, executor=executor)
+
+
 class _spinning:
     """The given executor, or a temporary one spinning ``node`` for the duration."""
 

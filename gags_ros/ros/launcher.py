@@ -51,6 +51,19 @@ def start(specs: Sequence[NodeSpec], env: Optional[dict] = None) -> List[subproc
     return procs
 
 
+def stop(proc: subprocess.Popen, timeout: float = 10.0) -> str:
+    """SIGINT (what Ctrl-C and launch send), then kill after ``timeout`` s; returns what the process
+    printed when it had a pipe."""
+    if proc.poll() is None:
+        proc.send_signal(2)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.stdout.read() if proc.stdout else ""
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     procs = start(specs_from_args(sys.argv[1:] if argv is None else argv))
     try:

@@ -414,9 +414,9 @@ def run_case(drv: Driver, case: Case, period: float = 0.15) -> dict:
     received, refused, reason, points, median_mm, p90_mm, within_1cm, messages}``."""
     from std_srvs.srv import Trigger
 
-    from rosutil import call
+    from gags_ros.ros.client import call_served
 
-    res = call(drv.node, drv.reset, Trigger.Request(), timeout=60, executor=drv.ex)
+    res = call_served(drv.node, drv.reset, Trigger.Request(), timeout=60, executor=drv.ex)
     assert res.success, res.message
     drv.wait(lambda: drv.status is not None and drv.status.gaussians == 0, 10)
     drv.cloud = None
