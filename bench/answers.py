@@ -58,7 +58,11 @@ GRID = {"default": {},
         "mass_r1.5": {"targets": "mass", "mass_radius": 1.5},
         "mass_r6": {"targets": "mass", "mass_radius": 6.0},
         "mass_cov0.2": {"targets": "mass", "min_coverage": 0.2},
-        "mass_medoid": {"targets": "mass", "location": "medoid"}}
+        "mass_medoid": {"targets": "mass", "location": "medoid"},
+        "mass_in0.5": {"targets": "mass", "inset": 0.5},
+        "mass_in1": {"targets": "mass", "inset": 1.0},
+        "mass_in2": {"targets": "mass", "inset": 2.0},
+        "mass_in4": {"targets": "mass", "inset": 4.0}}
 CANDIDATES = 8          # candidate targets stored per query: the refitted confidence may reorder them
 DEFAULT = "default"
 

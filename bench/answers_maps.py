@@ -85,6 +85,89 @@ def requery(a) -> int:
     return 0
 
 
+PACK_FORMAT = "gags_ros-answers-pack"
+
+
+def _q(x: torch.Tensor, dtype, levels: int) -> dict:
+    """Per-column min-max quantisation of ``x`` ``[N, C]`` to ``levels`` steps stored as ``dtype``."""
+    x = x.float().reshape(x.shape[0], -1)
+    lo, hi = x.amin(dim=0), x.amax(dim=0)
+    step = ((hi - lo) / (levels - 1)).clamp_min(1e-12)
+    return {"q": torch.round((x - lo) / step).to(dtype), "lo": lo, "step": step}
+
+
+def _dq(d: dict) -> torch.Tensor:
+    return d["q"].float() * d["step"] + d["lo"]
+
+
+def pack(a) -> int:
+    """Shrink saved maps for the trip back from a GPU lease (at most 16 MiB a file): only the
+    Gaussians a query can select (opacity >= ``--min-opacity``), centres as int16 over the map's
+    extent (0.2 mm steps on a 10 m room), scales as one float16 log geometric mean (what
+    :func:`~gags_ros.core.query.engine.spacing_unit` uses), latents as uint8 per channel (1/255 of each channel's
+    range), opacities and the field's decoders as float16, the coverage and view records
+    as bfloat16 (sums of blend weight exceed float16's range), rotations,
+    colours and the min-depth record dropped (a query uses none of them). Relevancy moves by the latents' rounding only: good for tuning the engine on a
+    lease's maps, not a map to publish."""
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in sorted(Path(a.maps).glob("*.map.pt")):
+        d = torch.load(f, map_location="cpu", weights_only=True)
+        prm = d["params"]
+        keep = torch.sigmoid(prm["opacities"].float()) >= a.min_opacity
+        rec = d["records"]
+        packed = {
+            "format": PACK_FORMAT, "n": int(keep.sum()), "of": int(keep.numel()),
+            "means": _q(prm["means"][keep], torch.int32, 65536),
+            "opacities": prm["opacities"][keep].half(),
+            "log_scale": prm["scales"][keep].float().mean(dim=1).half(),   # spacing_unit needs no more
+            "features": _q(prm["features"][keep], torch.uint8, 256),
+            "records": {"fill": {k: v for k, v in rec["fill"].items() if k != "min_depth"},
+                        "values": {k: v[keep].to(torch.bfloat16) for k, v in rec["values"].items()
+                                   if k != "min_depth"}},
+            "winners": {lv: w[keep].to(torch.uint8 if int(w.max()) < 256 else torch.int16)
+                        for lv, w in d["extra"]["winners"].items()},
+            "rest": {k: v for k, v in d.items() if k not in ("params", "records")},
+        }
+        packed["means"]["q"] = (packed["means"]["q"] - 32768).to(torch.int16)
+        packed["rest"]["extra"] = {k: v for k, v in d["extra"].items() if k != "winners"}
+        if d.get("field"):   # the decoders in float16 (about 1 MiB)
+            packed["rest"]["field"] = {**d["field"], "state": {k: v.half() for k, v in d["field"]["state"].items()}}
+        dest = out / f.name.replace(".map.pt", ".pack.pt")
+        torch.save(packed, dest)
+        print(f"{dest.name}: {packed['n']} of {packed['of']} Gaussians, {dest.stat().st_size / 2**20:.1f} MiB")
+    return 0
+
+
+def unpack(a) -> int:
+    """:func:`pack`'s files back into map files ``bench.answers_maps requery`` reads."""
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in sorted(Path(a.packs).glob("*.pack.pt")):
+        p = torch.load(f, map_location="cpu", weights_only=True)
+        if p.get("format") != PACK_FORMAT:
+            raise SystemExit(f"{f}: not a pack file")
+        n = p["n"]
+        m = dict(p["means"])
+        m["q"] = m["q"].int() + 32768
+        quats = torch.zeros(n, 4)
+        quats[:, 0] = 1.0
+        d = dict(p["rest"])
+        d["params"] = {"means": _dq(m), "opacities": p["opacities"].float(), "quats": quats,
+                       "scales": p["log_scale"].float()[:, None].expand(n, 3).contiguous(), "sh0": torch.zeros(n, 1, 3),
+                       "features": _dq(p["features"])}
+        if d.get("field"):
+            d["field"] = {**d["field"], "state": {k: v.float() for k, v in d["field"]["state"].items()}}
+        d["records"] = {"fill": p["records"]["fill"],
+                        "values": {k: v.float() for k, v in p["records"]["values"].items()}}
+        d["extra"] = {**d["extra"], "winners": {lv: w.long() for lv, w in p["winners"].items()}}
+        d["metadata"] = {**d.get("metadata", {}), "gaussians": n}
+        dest = out / f.name.replace(".pack.pt", ".map.pt")
+        torch.save(d, dest)
+        print(f"{dest.name}: {n} Gaussians")
+    return 0
+
+
 def main(argv=None) -> int:
     from gags_ros.core.sim import evaluate as ev
 
@@ -97,8 +180,16 @@ def main(argv=None) -> int:
     r.add_argument("--device", default="cpu")
     r.add_argument("--text-cache")
     r.add_argument("--set", dest="overrides", type=ev._parse_override, action="append", default=[])
+    k = sub.add_parser("pack", help="shrink saved maps for the trip back from a GPU lease (see pack)")
+    k.add_argument("maps")
+    k.add_argument("--out", required=True)
+    k.add_argument("--min-opacity", type=float, default=0.05,
+                   help="drop Gaussians less opaque than this (query.min_opacity's default: never selected)")
+    u = sub.add_parser("unpack", help="pack files back into map files for requery")
+    u.add_argument("packs")
+    u.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    return requery(a)
+    return {"requery": requery, "pack": pack, "unpack": unpack}[a.cmd](a)
 
 
 if __name__ == "__main__":

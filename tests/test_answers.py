@@ -511,3 +511,57 @@ def test_medoid_location_is_one_of_the_objects_gaussians(location):
         assert abs(np.linalg.norm(loc - MUG_CENTRE) - 0.06) < 1e-3
     else:
         assert np.linalg.norm(loc - MUG_CENTRE) < 0.01 and nearest > 0.05
+
+
+def test_view_records_point_from_the_camera_into_the_surface():
+    """The view records (coverage's ``view_*``) of a wall seen by one camera: each seen Gaussian's
+    normalised sum is the unit ray from the camera centre to it (its pixels' rays), so it points
+    into the wall; their norm is the Gaussian's seen weight (unit rays, all nearly parallel)."""
+    gy, gz = torch.meshgrid(torch.linspace(-0.6, 0.6, 25), torch.linspace(0.4, 1.6, 25), indexing="ij")
+    pts = torch.stack([torch.full((gy.numel(),), 2.0), gy.reshape(-1), gz.reshape(-1)], 1)
+    g = GaussianMap.from_points(pts, torch.full_like(pts, 0.5), 0.02, opacity=0.8)
+    W, H = 64, 48
+    intr = Intrinsics(40.0, 40.0, W / 2, H / 2, W, H)
+    eye = np.array([0.0, 0.3, 1.0])
+    T = look_at(eye, [2.0, 0.3, 1.0])
+    ids = torch.zeros((3, H, W), dtype=torch.int64)
+    coverage.accumulate(make_renderer("torch", "cpu"), _RecordMapper(g), ids, T, intr, "cpu")
+    assert coverage.has_view(g)
+    seen = g.record(coverage.SEEN)
+    view = torch.stack([g.record(k) for k in coverage.VIEW], dim=1).double()
+    vis = seen > 0.05
+    assert int(vis.sum()) > 100
+    ray = pts.double() - torch.as_tensor(eye)
+    ray = ray / ray.norm(dim=1, keepdim=True)
+    got = view / view.norm(dim=1, keepdim=True)
+    cos = (got[vis] * ray[vis]).sum(dim=1)
+    assert float(cos.min()) > 0.995
+    assert torch.allclose(view[vis].norm(dim=1), seen[vis].double(), rtol=0.02)
+
+
+@pytest.mark.parametrize("inset", [0.0, 2.0])
+def test_inset_moves_the_target_into_the_surface_it_was_seen_on(inset):
+    """targets=mass with view records: a flat relevant patch (the top of a box, seen from above)
+    is located ``inset`` spacing units below its surface, along the direction it was seen from;
+    0 leaves it on the surface; maps without view records are not moved."""
+    from gags_ros.core.query import spacing_unit
+
+    g, field, enc, parts = planted_map(seed=3)
+    mug = parts["mug"]
+    with torch.no_grad():                       # the mug's Gaussians: a flat 10 cm square at z = 0.8
+        xy = torch.rand(len(mug), 2, generator=torch.Generator().manual_seed(0)) * 0.1
+        g.params["means"][mug] = torch.cat([xy + 0.5, torch.full((len(mug), 1), 0.8)], dim=1)
+    cfg = C.GagsConfig().query
+    cfg.targets, cfg.min_confidence, cfg.min_coverage, cfg.inset = "mass", 0.0, 0.0, inset
+    cfg.mass_radius = 30.0
+    (before,) = QueryEngine(cfg, enc).query(g, field, ["red mug"])      # no view records yet
+    m = _RecordMapper(g)
+    coverage.ensure_records(m)
+    down = torch.tensor([0.3, 0.0, -1.0]) / float(torch.tensor([0.3, 0.0, -1.0]).norm())
+    for k, name in enumerate(coverage.VIEW):   # seen from above and a little to the side
+        g.record(name).fill_(5.0 * float(down[k]))
+    (after,) = QueryEngine(cfg, enc).query(g, field, ["red mug"])
+    unit = spacing_unit(g.scales.detach())
+    moved = after.targets[0].centroid - before.targets[0].centroid
+    assert abs(before.targets[0].centroid[2] - 0.8) < 1e-4
+    np.testing.assert_allclose(moved, inset * unit * down.double().numpy(), atol=1e-5)

@@ -238,6 +238,10 @@ class QueryConfig:
                           "that mean (medoid: always a point of the object's own Gaussians, never the empty "
                           "space between two legs or instances; on the varied training CPU maps hit@1 21.0 % vs 26.5 % for "
                           "mean, bench.answers GRID mass_medoid)", choices=["mean", "medoid"])
+    inset: float = param(0.0, "targets=mass: a target's location moves this far into the surface it lies "
+                         "on, along the direction its Gaussians were seen from (the map's view records; "
+                         "maps without them: no move), so the answer is a point inside the object, not "
+                         "on its skin", unit="spacing units", lo=0.0, hi=100.0)
     nms_radius: float = param(0.3, "targets=peak and mass: a further target lies at least this far from every better "
                               "one", unit="m", lo=0.0, hi=100.0)
     min_peak_support: int = param(3, "targets=peak: a relevancy peak with fewer selected Gaussians within "

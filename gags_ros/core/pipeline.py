@@ -385,6 +385,8 @@ class GagsPipeline:
         if coverage.has_coverage(gaussians):     # else (older files): coverage unknown, the gate is off
             coverage.ensure_records(mapper)
             geometry.update({k: gaussians.record(k) for k in coverage.RECORDS})
+            if coverage.has_view(gaussians):     # else (older files): no inward direction, no inset
+                geometry.update({k: gaussians.record(k) for k in coverage.VIEW})
         mapper.add_gaussians(geometry)
         if field is not None and "features" in state:
             self._ensure_language()

@@ -19,6 +19,13 @@ pruning and relocation carry them with their Gaussian; children inherit their pa
 Units are pixels at the distillation render size; the query uses the resolution-free ratio
 ``supervised / seen`` (:func:`supervised_fraction`) and "seen at all" (``seen > 0``).
 
+In the same pass the map keeps three more records, ``view_x`` / ``view_y`` / ``view_z``: the sum
+over teacher keyframes and pixels of w_i(p) times the pixel's unit viewing ray (world frame, from
+the camera into the scene). Normalised, a Gaussian's (or a patch's) sum points from where it was
+seen into the surface it models: the side the object's interior lies on
+(the query places a target a little inside the surface it found,
+``query.inset``).
+
 The sums come from one extra render per teacher keyframe: render a constant channel per record
 ``c_ik`` and backpropagate ``sum_p m_k(p) * render_k(p)``; since ``render_k(p) = sum_i w_i(p) c_ik``,
 the gradient with respect to ``c_ik`` is exactly ``sum_p m_k(p) w_i(p)``. Any renderer that is
@@ -29,8 +36,10 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import torch
 
+from ..camera import pixel_rays
 from ..teachers.base import LEVELS
 from .field import render_channels
 
@@ -38,11 +47,12 @@ SEEN = "coverage_seen"
 ALL = "coverage_all"
 PER_LEVEL = {lv: f"coverage_{lv}" for lv in LEVELS}
 RECORDS = (SEEN, *PER_LEVEL.values(), ALL)
+VIEW = ("view_x", "view_y", "view_z")
 
 
 def ensure_records(mapper) -> None:
     """Register the coverage records on ``mapper`` (new Gaussians start uncovered)."""
-    for name in RECORDS:
+    for name in RECORDS + VIEW:
         mapper.add_record(name, 0.0)
 
 
@@ -57,9 +67,21 @@ def pixel_masks(level_ids: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.ones_like(covered[:1]), covered, covered.prod(dim=0, keepdim=True)])
 
 
+def has_view(gaussians) -> bool:
+    return all(name in getattr(gaussians, "records", {}) for name in VIEW)
+
+
+def unit_rays(intrinsics, T_world_cam, device) -> torch.Tensor:
+    """``[H, W, 3]`` unit viewing ray of every pixel centre in the world frame (camera to scene)."""
+    _, d = pixel_rays(intrinsics, np.asarray(T_world_cam.detach().cpu() if torch.is_tensor(T_world_cam)
+                                             else T_world_cam, dtype=np.float64))
+    d = d / np.linalg.norm(d, axis=-1, keepdims=True)
+    return torch.as_tensor(d, dtype=torch.float32, device=device)
+
+
 def accumulate(renderer, mapper, level_ids: torch.Tensor, T_world_cam, intrinsics, device) -> None:
-    """Add one teacher keyframe's coverage to the records of ``mapper.gaussians`` (registered on
-    first use).
+    """Add one teacher keyframe's coverage and view records to the records of
+    ``mapper.gaussians`` (registered on first use).
 
     ``level_ids``: ``[3, H, W]`` mask ids at the size of ``intrinsics`` (the render).
     """
@@ -68,13 +90,14 @@ def accumulate(renderer, mapper, level_ids: torch.Tensor, T_world_cam, intrinsic
     n = len(g)
     if n == 0:
         return
-    masks = pixel_masks(level_ids.to(device)).permute(1, 2, 0)                  # [H, W, 5]
+    masks = torch.cat([pixel_masks(level_ids.to(device)).permute(1, 2, 0),                # [H, W, 5 + 3]
+                       unit_rays(intrinsics, T_world_cam, device)], dim=-1)
     probe = torch.zeros(n, masks.shape[-1], device=device, requires_grad=True)
     with torch.enable_grad():
         img = render_channels(renderer, g, probe, T_world_cam, intrinsics, device)  # [H, W, 5]
         (img * masks).sum().backward()
     sums = probe.grad.detach()
-    for k, name in enumerate(RECORDS):
+    for k, name in enumerate(RECORDS + VIEW):
         g.record(name).add_(sums[:, k])
 
 

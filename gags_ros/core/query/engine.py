@@ -285,10 +285,13 @@ class QueryEngine:
             quant = torch.stack([rel.kthvalue((n_el + 1) // 2, dim=0).values,
                                  rel.kthvalue(max(1, math.ceil(0.9 * n_el)), dim=0).values]).cpu().numpy()
             unit = spacing_unit(gaussians.scales.detach().index_select(0, eligible)) if cfg.targets == "mass" else 1.0
+            view = None                                         # [N, 3] view records: the inset's direction
+            if cfg.targets == "mass" and cfg.inset > 0 and coverage.has_view(gaussians):
+                view = torch.stack([gaussians.record(k) for k in coverage.VIEW], dim=1)
             t_rel = clock.lap()
             for k, r in enumerate(results):
                 self._targets_for(r, means, eligible, rel[:, k], norm[:, k], max_targets, min_score, clock,
-                                  (float(quant[0, k]), float(quant[1, k])), opac, unit)
+                                  (float(quant[0, k]), float(quant[1, k])), opac, unit, view)
                 t_targets = sum(r.timings.values())
                 r.timings.update(relevancy_s=t_rel, targets_s=t_targets, total_s=t_rel + t_targets)
         return results
@@ -296,10 +299,11 @@ class QueryEngine:
     def _targets_for(self, res: QueryResult, means: torch.Tensor, eligible: torch.Tensor,
                      raw: torch.Tensor, norm: torch.Tensor, max_targets: int, min_score: float,
                      clock: StageTimer, quantiles: Tuple[float, float] = (0.0, 0.0),
-                     opacity: Optional[torch.Tensor] = None, unit: float = 1.0) -> None:
+                     opacity: Optional[torch.Tensor] = None, unit: float = 1.0,
+                     view: Optional[torch.Tensor] = None) -> None:
         """Fills ``res`` from the raw ``[n]`` and min-max normalised ``[n]`` relevancy of the
         ``eligible`` Gaussians (``quantiles``: the median and 0.9 quantile of ``raw``, for the
-        confidence);
+        confidence; ``view`` ``[N, 3]``: the map's view records for ``query.inset``, or None);
         ``res.timings`` gets each stage's seconds (laps of ``clock``)."""
         cfg = self.cfg
         sel = (norm > cfg.threshold).nonzero(as_tuple=True)[0]
@@ -319,7 +323,7 @@ class QueryEngine:
         if cfg.targets == "mass":
             weight = opacity.index_select(0, gidx) * norm.index_select(0, sel)
             self._mass_targets(res, pts, raw.index_select(0, sel), weight, gidx, max_targets, min_score, clock,
-                               quantiles, share, unit)
+                               quantiles, share, unit, view)
             return
         kept = cleanup_mask(pts, cfg.neighbour_radius, cfg.keep_neighbours, cfg.drop_neighbours)
         kept = kept.nonzero(as_tuple=True)[0]
@@ -437,7 +441,8 @@ class QueryEngine:
 
     def _mass_targets(self, res: QueryResult, pts: torch.Tensor, raw: torch.Tensor, weight: torch.Tensor,
                       gidx: torch.Tensor, max_targets: int, min_score: float, clock: StageTimer,
-                      quantiles: Tuple[float, float] = (0.0, 0.0), share: float = 1.0, unit: float = 1.0) -> None:
+                      quantiles: Tuple[float, float] = (0.0, 0.0), share: float = 1.0, unit: float = 1.0,
+                      view: Optional[torch.Tensor] = None) -> None:
         """``targets=mass``: targets at the peaks of *relevant mass*. The selected Gaussians'
         centres ``pts`` ``[K, 3]`` (metres), raw relevancy ``raw`` ``[K]``, weights ``weight``
         ``[K]`` (opacity x min-max normalised relevancy) and map indices ``gidx`` ``[K]``.
@@ -449,7 +454,11 @@ class QueryEngine:
         ``nms_radius`` metres (an object's size, not the map's) from the better ones. A target's
         location is the weighted mean of the selected Gaussians within the mass radius of its peak
         (``location=medoid``: the one of them nearest to that mean);
-        its score their mean raw relevancy; its box and indices those within ``nms_radius``.
+        its score their mean raw relevancy; its box and indices those within ``nms_radius``. With
+        ``view`` (``[N, 3]``, the map's view records, :mod:`.language.coverage`) the location then
+        moves ``inset`` spacing units along their weighted sum, normalised: from where the patch was
+        seen into its surface. The mean of a surface patch lies on the object's skin, and half the
+        time (noise) just outside the object; a point inside is what "where is it" asks for.
 
         Why mass and not the single most relevant Gaussian (``targets=peak``): relevancy is as high
         on floaters that render into the object's pixels from in front of it as on its surface, and
@@ -486,6 +495,11 @@ class QueryEngine:
             if cfg.location == "medoid":   # the contributing Gaussian nearest to the weighted mean
                 near_pts = pts[near].double()
                 loc = near_pts[int(torch.argmin(((near_pts - loc) ** 2).sum(dim=1)))]
+            if view is not None:
+                into = (view.index_select(0, gidx[near]).double() * w[:, None]).sum(dim=0)
+                length = float(torch.linalg.norm(into))
+                if math.isfinite(length) and length > 0:
+                    loc = loc + (float(cfg.inset) * float(unit) / length) * into
             region = d2 <= r_nms2
             box = pts[region].double().cpu().numpy()
             cands.append((float(raw[near].mean()), int(near.sum()), loc.cpu().numpy(), box.min(axis=0),
