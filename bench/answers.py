@@ -117,9 +117,11 @@ def run(a) -> int:
     ensure_cached(ABSENT, cache)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    for d in ev.scene_dirs(a.dataset):
-        if a.scenes and d.name not in a.scenes:
-            continue
+    dirs = [d for d in ev.scene_dirs(a.dataset) if not a.scenes or d.name in a.scenes]
+    if not dirs:   # a wrong folder or scene name must not pass for a run with nothing to report
+        print(f"no scene {' '.join(a.scenes) or ''} in {a.dataset}".replace("  ", " "), file=sys.stderr)
+        return 1
+    for d in dirs:
         scene = ev.load_scene(d)
         labels = {str(t).lower() for lv in scene.labels.values() for t in lv.values()}
         absent = [t for t in ABSENT if t not in labels]

@@ -168,6 +168,45 @@ def unpack(a) -> int:
     return 0
 
 
+def add_views(a) -> int:
+    """Give saved maps built before the view records (:mod:`gags_ros.core.language.coverage`)
+    those records, from the dataset's train views at ``--scale`` of their size: every train frame
+    (not only the run's keyframes: the records are a direction, and the frames a keyframe stands
+    for look the same way). The coverage records are left as they were."""
+    from gags_ros.core.datasets import load_nerfstudio
+    from gags_ros.core.language import coverage
+    from gags_ros.core.mapfile import load_map, save_map
+    from gags_ros.core.render.factory import make_renderer
+    from gags_ros.core.sim import evaluate as ev
+
+    class _Records:
+        def __init__(self, g):
+            self.gaussians = g
+
+        def add_record(self, name, fill=0.0):
+            if name not in self.gaussians.records:
+                self.gaussians.add_record(name, fill)
+
+    scenes = {d.name: d for d in ev.scene_dirs(a.dataset)}
+    renderer = make_renderer("torch", "cpu")
+    for f in sorted(Path(a.maps).glob("*.map.pt")):
+        g, field, cfg, extra = load_map(f, "cpu")
+        if coverage.has_view(g):
+            print(f"{f.name}: has view records")
+            continue
+        kept = {k: g.record(k).clone() for k in coverage.RECORDS if k in g.records}
+        frames = load_nerfstudio(scenes[extra["run"]["scene"]], split="train")
+        for fr in frames:
+            intr = fr.intrinsics.scaled(a.scale)
+            ids = torch.full((3, int(intr.height), int(intr.width)), -1, dtype=torch.int64)
+            coverage.accumulate(renderer, _Records(g), ids, fr.T_world_cam, intr, "cpu")
+        for k, v in kept.items():
+            g.record(k).copy_(v)
+        save_map(f, g, field, cfg, extra)
+        print(f"{f.name}: view records from {len(frames)} views")
+    return 0
+
+
 def main(argv=None) -> int:
     from gags_ros.core.sim import evaluate as ev
 
@@ -188,8 +227,12 @@ def main(argv=None) -> int:
     u = sub.add_parser("unpack", help="pack files back into map files for requery")
     u.add_argument("packs")
     u.add_argument("--out", required=True)
+    v = sub.add_parser("views", help="add view records to maps saved before them (see add_views)")
+    v.add_argument("maps")
+    v.add_argument("dataset")
+    v.add_argument("--scale", type=float, default=0.5, help="render size relative to the dataset's images")
     a = ap.parse_args(argv)
-    return {"requery": requery, "pack": pack, "unpack": unpack}[a.cmd](a)
+    return {"requery": requery, "pack": pack, "unpack": unpack, "views": add_views}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -97,8 +97,8 @@ def run(a) -> int:
         env["GAGS_TEXT_CACHE"] = str(Path(a.text_cache).resolve())
     t0 = time.perf_counter()
     todo = [s for s in seeds if not (data / f"scene_{s:03d}" / "scene.json").exists()]
-    for s in todo:   # one scene at a time, all cores rendering it
-        rc = subprocess.call([py, "-m", "gags_ros.core.sim.dataset", str(data / f"scene_{s:03d}"), "--seed", str(s),
+    for s in todo:   # one scene at a time, all cores rendering it, into data/scene_<seed>
+        rc = subprocess.call([py, "-m", "gags_ros.core.sim.dataset", str(data), "--seed", str(s),
                               "--preset", a.preset, "--scenes", "1", "--generator", a.generator, "--workers", str(a.workers),
                               "--overwrite"], env=env)
         if rc:
