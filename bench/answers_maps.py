@@ -7,7 +7,7 @@ Building a map costs minutes (CPU) to a GPU lease; answering costs seconds. Tuni
 engine (the answers issue: thresholds, radii, target extraction, calibration) on the training seeds'
 maps therefore re-answers saved maps: each map file holds the map (gags_ros map format, the run's
 configuration) and, in its ``extra``, the 3D label oracle's winning instance per Gaussian and
-level (:func:`gags_ros.core.sim.stages.oracle_from_winners` rebuilds the oracle from them), so the
+level (:func:`gags_ros.eval.stages.oracle_from_winners` rebuilds the oracle from them), so the
 rows written to OUT have the schema of ``bench.answers run``'s (answers, oracle3d, stages) and
 ``bench.answers report`` / ``calibrate`` read them alike.
 """
@@ -40,8 +40,8 @@ def requery(a) -> int:
     from gags_ros.core.config import set_value, validate
     from gags_ros.core.mapfile import load_map
     from gags_ros.core.pipeline import GagsPipeline
-    from gags_ros.core.sim import evaluate as ev
-    from gags_ros.core.sim import stages
+    from gags_ros.eval import evaluate as ev
+    from gags_ros.eval import stages
 
     files = sorted(Path(a.maps).glob("*.map.pt"))
     if not files:
@@ -51,7 +51,7 @@ def requery(a) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     from gags_ros.core.config import GagsConfig
-    from gags_ros.core.sim.text_model import ensure_cached
+    from gags_ros.sim.text_model import ensure_cached
 
     cache = ev.prepare_text_cache(a.dataset, GagsConfig().query.canonical_phrases, a.text_cache)
     ensure_cached(list(A.ABSENT), cache)
@@ -64,7 +64,7 @@ def requery(a) -> int:
         for k, v in a.overrides:
             set_value(cfg, k, v)
         cfg = validate(cfg)
-        p = GagsPipeline(cfg, scene.labels)
+        p = GagsPipeline(cfg, teacher_options={"labels": scene.labels})
         p.load(str(f))
         ensure_cached(list(cfg.query.canonical_phrases), cache)
         winners = {lv: w.numpy() for lv, w in extra["winners"].items()}
@@ -169,7 +169,7 @@ def unpack(a) -> int:
 
 
 def main(argv=None) -> int:
-    from gags_ros.core.sim import evaluate as ev
+    from gags_ros.eval import evaluate as ev
 
     ap = argparse.ArgumentParser(prog="python -m bench.answers_maps", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -4,7 +4,7 @@ query settings change the answers without rebuilding."""
 
 import json
 
-from gags_ros.core.sim.dataset import generate
+from gags_ros.sim.dataset import generate
 
 
 def test_saved_maps_answer_again_as_when_built(tmp_path):
@@ -37,7 +37,7 @@ def test_seed_sets_and_the_benchmark_index(tmp_path):
     assert parse_seeds(["0-3", "2", "100-102"]) == [0, 1, 2, 3, 100, 101, 102]
     texts = set_texts("varied", [100])
     assert "refrigerator" in texts and "object" in texts            # absent texts, canonical phrases
-    from gags_ros.core.sim.scene import make_scene
+    from gags_ros.sim.scene import make_scene
 
     assert {q["text"] for q in make_scene(100, generator="varied").queries()} <= set(texts)
     for s in (7, 5):

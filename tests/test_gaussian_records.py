@@ -202,7 +202,7 @@ def test_pipeline_min_depth_record_follows_split_and_prune():
     cfg = GagsConfig()
     cfg.teacher.segmenter = "sim"
     m, intr, make_frame, orbit_pose = _mapper_with_identities()
-    p = GagsPipeline(cfg, LABELS)
+    p = GagsPipeline(cfg, teacher_options={"labels": LABELS})
     p.mapper = m
     p._ensure_language()
     frame = make_frame(orbit_pose(0.0), with_depth=True)

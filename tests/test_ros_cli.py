@@ -103,7 +103,7 @@ def cli(tmp_path_factory, ros_env):
     from sensor_msgs.msg import PointCloud2
 
     from gags_ros.core import config as C
-    from gags_ros.core.sim.dataset import generate
+    from gags_ros.sim.dataset import generate
     from gags_ros.demo import DEMO_PARAMS
     from gags_ros.msg import MappingStatus
 

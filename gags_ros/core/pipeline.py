@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -54,7 +54,9 @@ class PipelineStats:
 class GagsPipeline:
     """Mapper + teacher + distiller + query engine, owned by one thread.
 
-    ``sim_labels``: labels.json content for the simulation teacher (``teacher.segmenter == "sim"``).
+    ``teacher_options``: keyword arguments for the builder of the configured teacher
+    (:func:`~gags_ros.core.teachers.factory.build_teacher`), e.g. ``{"labels": ...}`` (labels.json
+    content) for the simulation's ``sim`` teacher.
     Each new keyframe is seeded and taught at once (:meth:`add_frame`) and is owed
     ``mapping.steps_per_keyframe`` geometry steps and ``language.steps_per_keyframe`` distillation
     steps, which :meth:`idle_step` pays in chunks of ``CHUNK`` steps before the worker takes the
@@ -65,9 +67,10 @@ class GagsPipeline:
 
     CHUNK = 5  # steps per call: short, so a query waits at most a few steps
 
-    def __init__(self, cfg: GagsConfig, sim_labels: Optional[dict] = None, language_error: str = ""):
+    def __init__(self, cfg: GagsConfig, teacher_options: Optional[Mapping[str, Any]] = None,
+                 language_error: str = ""):
         self.cfg = cfg
-        self.sim_labels = sim_labels
+        self.teacher_options = dict(teacher_options or {})
         self.device = cfg.resolved_device()
         if cfg.cpu_threads > 0:
             import torch
@@ -107,10 +110,10 @@ class GagsPipeline:
         """Teacher (models load once and survive resets), distiller and query engine."""
         if self.teacher is None:
             from .query import QueryEngine
-            from .teachers.pipeline import build_teacher
+            from .teachers.factory import build_teacher
 
             t0 = time.perf_counter()
-            self.teacher = build_teacher(self.cfg, self.device, sim_labels=self.sim_labels)
+            self.teacher = build_teacher(self.cfg, self.device, **self.teacher_options)
             self.query_engine = QueryEngine(self.cfg.query, self.teacher.embedder.embed_text)
             self.query_engine.coverage_mode = self.cfg.language.mode
             log.info("teacher ready in %.1f s", time.perf_counter() - t0)
@@ -151,7 +154,7 @@ class GagsPipeline:
             return
         try:
             self._ensure_language()
-        except ConfigError as e:    # weights missing (teachers.pipeline.check_teacher_weights)
+        except ConfigError as e:    # weights missing (teachers.factory.check_teacher_weights)
             self.language_error = f"{LANGUAGE_DISABLED}{e}"
             log.error("%s", self.language_error)
             return
@@ -304,7 +307,7 @@ class GagsPipeline:
         c = self.cfg.clipgs
         if not c.encoder_path:
             raise NoMapError("no CLIP-GS encoder loaded: set clipgs.encoder_path (train one with "
-                             "python -m gags_ros.core.clipgs.train)")
+                             "python -m gags_ros.sim.clipgs_train)")
         if getattr(self, "_clipgs_encoder", None) is None:
             self._clipgs_encoder, _ = load_encoder(os.path.expanduser(c.encoder_path), self.device)
         text = self.teacher.embedder.embed_text

@@ -2,8 +2,8 @@
 
 :class:`KeyframeTeacher` turns a keyframe into a :class:`~gags_ros.core.teachers.base.TeacherOutput`
 (three level maps of mask ids plus ``[M, dim]`` float16 embeddings) and records seconds per stage;
-:class:`TeacherCache` keeps the outputs the distillation reads; :func:`build_teacher` builds the
-configured segmenter and embedder.
+:class:`TeacherCache` keeps the outputs the distillation reads. :mod:`.factory` builds the configured
+segmenter and embedder.
 
 Level maps: where masks of one level overlap, a pixel takes the id of the smallest covering mask.
 After the per-level NMS the remaining overlaps are partial or loose nestings; painting the smaller
@@ -21,7 +21,7 @@ import torch
 
 from ..types import Frame
 from .base import LEVELS, Embedder, LevelMasks, Segmenter, TeacherOutput
-from ..timing import StageTimer  # noqa: F401  (teachers' timer; re-exported)
+from ..timing import StageTimer
 from .prompts import PromptSampler
 
 
@@ -127,86 +127,3 @@ class TeacherCache:
     def keys(self) -> List[int]:
         """Cached keyframe indices, least recently used first."""
         return list(self._items)
-
-
-def random_weight_models(cfg) -> List[str]:
-    """Names of the teacher models ``cfg`` (GagsConfig) runs with random weights ("SAM", "CLIP"):
-    empty paths, permitted by ``teacher.allow_random_weights`` only (none while language is off)."""
-    t = cfg.teacher
-    if t.segmenter != "sam" or not t.allow_random_weights or not cfg.language.enabled:
-        return []
-    return [name for name, path in (("SAM", t.sam_checkpoint), ("CLIP", t.clip_pretrained)) if not path]
-
-
-def check_teacher_weights(cfg) -> None:
-    """Raise :class:`~gags_ros.core.config.ConfigError` when ``cfg`` (GagsConfig) would teach with
-    missing weights, or with random ones that ``teacher.allow_random_weights`` does not permit; the
-    message names, for SAM and CLIP alike, the parameter and the file to put where. Loads nothing; CLIP tags are looked up in
-    the local Hugging Face cache."""
-    from ..config import ConfigError
-
-    t = cfg.teacher
-    if t.segmenter != "sam" or not cfg.language.enabled:
-        return
-    from .clip import ClipWeightsError, resolve_clip_weights
-    from .sam import CheckpointNotFoundError, check_sam_weights
-
-    problems = []  # both at once: a user fixing one should not meet the other on the next start
-    for check, args in ((check_sam_weights, (t.sam_model, t.sam_checkpoint)),
-                        (resolve_clip_weights, (t.clip_model, t.clip_pretrained))):
-        try:
-            check(*args, t.allow_random_weights)
-        except (CheckpointNotFoundError, ClipWeightsError) as e:
-            problems.append(str(e))
-    if problems:
-        raise ConfigError("\n".join(problems))
-
-
-def build_teacher(cfg, device: str | torch.device, sim_labels: Optional[dict] = None) -> KeyframeTeacher:
-    """The teacher ``cfg.teacher.segmenter`` names, on ``device``.
-
-    ``sam``: :class:`~.sam.SamSegmenter` + :class:`~.clip.ClipEmbedder` from the configured models
-    (:func:`check_teacher_weights` first: missing or unpermitted random weights raise ConfigError).
-    ``sim``: the simulation's label-grounded teacher from ``gags_ros.core.sim.teacher`` (the embedder
-    shares the segmenter's memo); ``sim_labels`` is the dataset's ``labels.json`` content.
-    """
-    kind = cfg.teacher.segmenter
-    if kind == "sam":
-        from .clip import ClipEmbedder
-        from .sam import SamSegmenter
-
-        check_teacher_weights(cfg)
-        segmenter = SamSegmenter.from_config(cfg.teacher, device)
-        embedder = ClipEmbedder.from_config(cfg.teacher, device, cfg.query.canonical_phrases)
-    elif kind == "sim":
-        module = "gags_ros.core.sim.teacher"
-        try:
-            from ..sim.teacher import SimEmbedder, SimSegmenter
-        except ModuleNotFoundError as e:
-            if not (e.name or "").startswith("gags_ros.core.sim"):
-                raise
-            raise ImportError(f"teacher.segmenter='sim' needs {module} (SimSegmenter, SimEmbedder), "
-                              f"which this installation does not have") from e
-        labels, scene = sim_labels, None
-        if cfg.teacher.sim_dataset:
-            import json
-            from pathlib import Path
-
-            from ..sim.scene import scene_from_meta
-
-            root = Path(cfg.teacher.sim_dataset).expanduser()
-            if labels is None:
-                labels = json.loads((root / "labels.json").read_text())
-            scene = scene_from_meta(json.loads((root / "scene.json").read_text()))
-        if labels is None:
-            raise ValueError("teacher.segmenter='sim' needs the dataset's labels: set teacher.sim_dataset "
-                             "to the simulated dataset folder (labels.json, scene.json)")
-        from ..sim.teacher import NoiseModel
-
-        noise = NoiseModel(embedding_std=float(cfg.teacher.sim_embedding_std))
-        segmenter = SimSegmenter(cfg=cfg, device=device, scene=scene, noise=noise)
-        embedder = SimEmbedder(labels, cfg=cfg, device=device, segmenter=segmenter,
-                               regime=cfg.teacher.sim_regime)
-    else:
-        raise ValueError(f"teacher.segmenter={kind!r}: expected 'sam' or 'sim'")
-    return KeyframeTeacher(cfg, segmenter, embedder, device)
