@@ -26,7 +26,7 @@ import torch
 def save_run_map(path: Path, pipeline, oracle, **info) -> Path:
     """Write ``pipeline``'s map with the ``oracle``'s winners (``{level: [N] int64}``) and the
     run's ``info`` (plain data) in the map file's ``extra``."""
-    from gags_ros.core.mapfile import save_map
+    from gags_ros.core.io.mapfile import save_map
 
     g = pipeline.mapper.gaussians
     extra = {"winners": {lv: torch.as_tensor(np.asarray(w, dtype=np.int64)) for lv, w in oracle.winners.items()},
@@ -38,7 +38,7 @@ def save_run_map(path: Path, pipeline, oracle, **info) -> Path:
 def requery(a) -> int:
     from bench import answers as A
     from gags_ros.core.config import set_value, validate
-    from gags_ros.core.mapfile import load_map
+    from gags_ros.core.io.mapfile import load_map
     from gags_ros.core.pipeline import GagsPipeline
     from gags_ros.eval import evaluate as ev
     from gags_ros.eval import stages

@@ -33,7 +33,7 @@ from bench._record import record  # (run as: python -m bench.sim_teacher)
 
 def main(argv=None) -> int:
     from gags_ros.core.config import GagsConfig
-    from gags_ros.core.datasets import load_nerfstudio
+    from gags_ros.core.io.datasets import load_nerfstudio
     from gags_ros.sim.teacher import REGIMES, SimEmbedder, embedding_statistics
 
     cfg = GagsConfig()

@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage
 
 from gags_ros.core.config import GagsConfig, set_value
-from gags_ros.core.datasets import load_nerfstudio, load_queries
+from gags_ros.core.io.datasets import load_nerfstudio, load_queries
 from gags_ros.sim import raycast
 from gags_ros.sim.dataset import PRESETS, Preset, generate, main, scene_views
 from gags_ros.eval.metrics import inside_any_box, query_boxes
@@ -255,7 +255,7 @@ def test_dataset_records_the_generator_and_rebuilds_the_scene(tmp_path):
 
 
 def test_query_files_keep_valid_boxes_and_refuse_bad_ones(tmp_path):
-    from gags_ros.core.datasets import write_queries
+    from gags_ros.core.io.datasets import write_queries
 
     q = {"text": "brown chair", "level": "whole", "ids": [3, 4], "box_min": [0, 0, 0], "box_max": [2, 1, 1],
          "boxes": [[[0, 0, 0], [0.5, 1, 1]], [[1.5, 0, 0], [2, 1, 1]]]}

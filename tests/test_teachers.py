@@ -267,6 +267,13 @@ class FixedSegmenter:
         return self.levels
 
 
+def test_keyframe_teacher_needs_a_map_to_teach(tiny_clip):
+    teacher = KeyframeTeacher(GagsConfig(), FixedSegmenter(40, 60), ClipEmbedder(*tiny_clip, "cpu", crop_size=32), "cpu")
+    assert teacher.mapper is None and teacher.min_depth is None
+    with pytest.raises(RuntimeError, match="attach_map"):
+        teacher.teach(frame(40, 60), 0)
+
+
 def test_paint_level_smallest_wins():
     big = box_mask(20, 20, 0, 20, 0, 20)
     small = box_mask(20, 20, 5, 8, 5, 8)

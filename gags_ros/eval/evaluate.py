@@ -167,7 +167,7 @@ def scene_dirs(path) -> List[Path]:
 def load_scene(path) -> SceneData:
     """Labels, queries and the eval-split frames of one scene; ValueError when evaluation inputs
     (labels.json, queries.json, eval frames with masks) are missing."""
-    from ..core.datasets import load_nerfstudio
+    from ..core.io.datasets import load_nerfstudio
 
     p = Path(path)
     for f in ("labels.json", "queries.json"):
@@ -238,7 +238,7 @@ def stream(pipeline, scene_path: Path, on_frame: Optional[Callable[[int], None]]
            max_frames: int = 0) -> dict:
     """Step 1: the train split (its first ``max_frames`` frames when > 0) in stream order into
     ``pipeline``, then ``finish()``. Returns frame / keyframe counts and seconds."""
-    from ..core.datasets import iter_nerfstudio
+    from ..core.io.datasets import iter_nerfstudio
 
     t0 = time.perf_counter()
     n = 0

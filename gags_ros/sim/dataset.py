@@ -5,7 +5,7 @@
     python -m gags_ros.sim.dataset OUT --seed 100 --generator varied   # a varied room
 
 A scene directory holds ``transforms.json`` (+ images, depth, per-level masks), ``labels.json``,
-``queries.json`` (written by :func:`gags_ros.core.datasets.write_nerfstudio`) and ``scene.json``
+``queries.json`` (written by :func:`gags_ros.core.io.datasets.write_nerfstudio`) and ``scene.json``
 (room size and the objects' boxes, for top-down pictures; the scene generator's name and whether
 the room structure is labelled, so :func:`~gags_ros.sim.scene.scene_from_meta` rebuilds the
 scene). Identical seed, preset and generator give identical bytes. In memory, :func:`scene_frames` yields the same frames without touching the disk.
@@ -26,7 +26,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..core.datasets import write_nerfstudio
+from ..core.io.datasets import write_nerfstudio
 from ..core.types import Frame, Intrinsics
 from . import raycast
 from .scene import GENERATORS, CameraView, Scene, closeup_path, default_intrinsics, make_scene, orbit_path, walk_path

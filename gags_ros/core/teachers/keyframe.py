@@ -19,10 +19,10 @@ from typing import Dict, List, Optional
 
 import torch
 
+from ..timing import StageTimer
 from ..types import Frame
 from .base import LEVELS, Embedder, LevelMasks, Segmenter, TeacherOutput
-from ..timing import StageTimer
-from .prompts import PromptSampler
+from .prompts import MapMinDepthRecord, PromptSampler
 
 
 def paint_level(masks: torch.Tensor, first_id: int = 0, chunk: int = 64) -> torch.Tensor:
@@ -51,6 +51,9 @@ class KeyframeTeacher:
     After each :meth:`process`, ``timings`` holds seconds per stage (``prompts``, then whatever the
     segmenter and embedder report: for SAM + CLIP ``image_encoder``, ``decoder``, ``filtering_nms``,
     ``crops``, ``clip``; then ``level_maps`` and ``total``) and ``stats`` the prompt and mask counts.
+
+    Attached to a map (:meth:`attach_map`), the teacher owns that map's minimum-depth record
+    (``min_depth``, GaS) and :meth:`teach` renders the depth its prompts need.
     """
 
     def __init__(self, cfg, segmenter: Segmenter, embedder: Embedder, device: str | torch.device):
@@ -61,6 +64,33 @@ class KeyframeTeacher:
         self.sampler = PromptSampler(cfg.teacher, cfg.seed)
         self.timings: Dict[str, float] = {}
         self.stats: Dict[str, int] = {}
+        self.mapper = None                                  # the map taught by teach() (attach_map)
+        self.min_depth: Optional[MapMinDepthRecord] = None  # that map's D_min record
+
+    def attach_map(self, mapper) -> None:
+        """Teach the keyframes of ``mapper`` (a :class:`~gags_ros.core.mapping.Mapper`: ``render``,
+        ``lock``, ``gaussians``, ``add_record``, ``device``) from now on, with a new minimum-depth
+        record that lives in that map (a per-Gaussian record, +inf until seen)."""
+        self.mapper = mapper
+        self.min_depth = MapMinDepthRecord(mapper)
+
+    def view_inputs(self, frame: Frame) -> dict:
+        """Rendered depth D ``[H, W]`` (metres), the minimum-depth record D_min splatted into the
+        view and the Gaussian density of ``frame``'s view of the attached map (GAGS Eq. 1), at the
+        frame's own resolution; the record first takes in this view."""
+        out = self.mapper.render(frame.T_world_cam, frame.intrinsics, "rgb")
+        depth = out.depth[0, ..., 0]
+        with self.mapper.lock:  # the record is the map's: read both between optimisation steps
+            g = self.mapper.gaussians
+            stats = self.min_depth.observe(g.means.detach(), frame.T_world_cam, frame.intrinsics.K, depth)
+        return {"depth": depth, "min_depth": stats.min_depth, "density": stats.density}
+
+    def teach(self, frame: Frame, keyframe: int) -> TeacherOutput:
+        """Teacher output of keyframe ``keyframe`` of the attached map (:meth:`process` with
+        :meth:`view_inputs`)."""
+        if self.mapper is None:
+            raise RuntimeError("KeyframeTeacher.teach needs a map: call attach_map(mapper) first")
+        return self.process(frame, keyframe=keyframe, **self.view_inputs(frame))
 
     def process(self, frame: Frame, depth=None, min_depth=None, density=None,
                 keyframe: int = -1) -> TeacherOutput:
