@@ -276,7 +276,7 @@ def test_save_load_round_trip(tmp_path, chair):
     torch.save({"state": {}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a CLIP-GS"):
         load_encoder(tmp_path / "other.pt")
-    with pytest.raises(FileNotFoundError, match="clipgs.train"):
+    with pytest.raises(FileNotFoundError, match="gags_ros.sim.clipgs_train"):
         load_encoder(tmp_path / "missing.pt")
 
 
