@@ -105,14 +105,14 @@ def run_head(p, scene, seed: int, mode: str, info: dict, absent, overrides: dict
 
 def run(a) -> int:
     from gags_ros.core.pipeline import GagsPipeline
-    from gags_ros.core.sim import evaluate as ev
-    from gags_ros.core.sim import stages
+    from gags_ros.eval import evaluate as ev
+    from gags_ros.eval import stages
 
     overrides = dict(ev.QUICK) if a.quick else {}
     overrides.update(dict(a.overrides))
     st = ev.EvalSettings(seeds=a.seeds, modes=[], device=a.device, overrides=overrides)
     cache = ev.prepare_text_cache(a.dataset, ev.make_config(st, 0).query.canonical_phrases, a.text_cache)
-    from gags_ros.core.sim.text_model import ensure_cached
+    from gags_ros.sim.text_model import ensure_cached
 
     ensure_cached(ABSENT, cache)
     out = Path(a.out)
@@ -127,14 +127,14 @@ def run(a) -> int:
         absent = [t for t in ABSENT if t not in labels]
         for seed in a.seeds:
             t0 = time.perf_counter()
-            p = GagsPipeline(mode_config(ev.make_config(st, seed), a.mode), scene.labels)
+            p = GagsPipeline(mode_config(ev.make_config(st, seed), a.mode), teacher_options={"labels": scene.labels})
             info = ev.stream(p, scene.path, max_frames=a.frames)
             texts = [q["text"] for q in scene.queries]
             rows = run_head(p, scene, seed, a.mode, info, absent, overrides)
             for name, o in GRID.items():
                 rows["answers"][name] = {"present": _answers(p, texts, o), "absent": _answers(p, absent, o)}
             # the 3D label oracle's answers and the first losing stage per query, field and oracle,
-            # at the node's default query config (gags_ros/core/sim/stages.py)
+            # at the node's default query config (gags_ros/eval/stages.py)
             oracle = stages.pipeline_oracle(p, scene.labels, scene.queries)
             rows.update(stages.bench_rows(p, scene.labels, scene.queries, absent, oracle=oracle))
             if a.save_maps:   # to answer again offline with other query settings (bench.answers_maps)
@@ -335,7 +335,7 @@ def oracle_hit1(runs) -> dict:
     """``{"all" | level: percent}``: hit@1 of the 3D label oracle (each Gaussian carrying its
     ground-truth label's clean embedding, answered by the unchanged engine at the run's defaults)
     over the runs' queries, from the stage records of ``bench.answers run``."""
-    from gags_ros.core.sim.stages import summarise_stages
+    from gags_ros.eval.stages import summarise_stages
 
     s = summarise_stages([x for r in runs for x in r.get("oracle3d_stages", [])])
     return {lv: 100.0 * d["hit"] / d["queries"] for lv, d in s.items() if d["queries"]}
@@ -410,7 +410,7 @@ def report(a) -> int:
 
 
 def main(argv=None) -> int:
-    from gags_ros.core.sim import evaluate as ev
+    from gags_ros.eval import evaluate as ev
 
     ap = argparse.ArgumentParser(prog="python -m bench.answers", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -7,7 +7,7 @@ Building a map costs minutes (CPU) to a GPU lease; answering costs seconds. Tuni
 engine (the answers issue: thresholds, radii, target extraction, calibration) on the training seeds'
 maps therefore re-answers saved maps: each map file holds the map (gags_ros map format, the run's
 configuration) and, in its ``extra``, the 3D label oracle's winning instance per Gaussian and
-level (:func:`gags_ros.core.sim.stages.oracle_from_winners` rebuilds the oracle from them), so the
+level (:func:`gags_ros.eval.stages.oracle_from_winners` rebuilds the oracle from them), so the
 rows written to OUT have the schema of ``bench.answers run``'s (answers, oracle3d, stages) and
 ``bench.answers report`` / ``calibrate`` read them alike.
 """
@@ -26,7 +26,7 @@ import torch
 def save_run_map(path: Path, pipeline, oracle, **info) -> Path:
     """Write ``pipeline``'s map with the ``oracle``'s winners (``{level: [N] int64}``) and the
     run's ``info`` (plain data) in the map file's ``extra``."""
-    from gags_ros.core.mapfile import save_map
+    from gags_ros.core.io.mapfile import save_map
 
     g = pipeline.mapper.gaussians
     extra = {"winners": {lv: torch.as_tensor(np.asarray(w, dtype=np.int64)) for lv, w in oracle.winners.items()},
@@ -38,10 +38,10 @@ def save_run_map(path: Path, pipeline, oracle, **info) -> Path:
 def requery(a) -> int:
     from bench import answers as A
     from gags_ros.core.config import set_value, validate
-    from gags_ros.core.mapfile import load_map
+    from gags_ros.core.io.mapfile import load_map
     from gags_ros.core.pipeline import GagsPipeline
-    from gags_ros.core.sim import evaluate as ev
-    from gags_ros.core.sim import stages
+    from gags_ros.eval import evaluate as ev
+    from gags_ros.eval import stages
 
     files = sorted(Path(a.maps).glob("*.map.pt"))
     if not files:
@@ -51,7 +51,7 @@ def requery(a) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     from gags_ros.core.config import GagsConfig
-    from gags_ros.core.sim.text_model import ensure_cached
+    from gags_ros.sim.text_model import ensure_cached
 
     cache = ev.prepare_text_cache(a.dataset, GagsConfig().query.canonical_phrases, a.text_cache)
     ensure_cached(list(A.ABSENT), cache)
@@ -64,7 +64,7 @@ def requery(a) -> int:
         for k, v in a.overrides:
             set_value(cfg, k, v)
         cfg = validate(cfg)
-        p = GagsPipeline(cfg, scene.labels)
+        p = GagsPipeline(cfg, teacher_options={"labels": scene.labels})
         p.load(str(f))
         ensure_cached(list(cfg.query.canonical_phrases), cache)
         winners = {lv: w.numpy() for lv, w in extra["winners"].items()}
@@ -173,11 +173,11 @@ def add_views(a) -> int:
     those records, from the dataset's train views at ``--scale`` of their size: every train frame
     (not only the run's keyframes: the records are a direction, and the frames a keyframe stands
     for look the same way). The coverage records are left as they were."""
-    from gags_ros.core.datasets import load_nerfstudio
+    from gags_ros.core.io.datasets import load_nerfstudio
     from gags_ros.core.language import coverage
-    from gags_ros.core.mapfile import load_map, save_map
+    from gags_ros.core.io.mapfile import load_map, save_map
     from gags_ros.core.render.factory import make_renderer
-    from gags_ros.core.sim import evaluate as ev
+    from gags_ros.eval import evaluate as ev
 
     class _Records:
         def __init__(self, g):
@@ -208,7 +208,7 @@ def add_views(a) -> int:
 
 
 def main(argv=None) -> int:
-    from gags_ros.core.sim import evaluate as ev
+    from gags_ros.eval import evaluate as ev
 
     ap = argparse.ArgumentParser(prog="python -m bench.answers_maps", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)

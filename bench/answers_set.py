@@ -46,7 +46,7 @@ def set_texts(generator: str, seeds: Sequence[int]) -> List[str]:
     phrases of the default config and the absent-object texts of bench.answers."""
     from bench.answers import ABSENT
     from gags_ros.core.config import GagsConfig
-    from gags_ros.core.sim.scene import make_scene
+    from gags_ros.sim.scene import make_scene
 
     texts = set(GagsConfig().query.canonical_phrases) | set(ABSENT)
     for s in seeds:
@@ -57,7 +57,7 @@ def set_texts(generator: str, seeds: Sequence[int]) -> List[str]:
 
 
 def texts(a) -> int:
-    from gags_ros.core.sim.text_model import ensure_cached
+    from gags_ros.sim.text_model import ensure_cached
 
     t = set_texts(a.generator, parse_seeds(a.seeds))
     ensure_cached(t, Path(a.cache))
@@ -77,7 +77,7 @@ def _index(data: Path) -> None:
     calls stays one benchmark)."""
     import json
 
-    from gags_ros.core.sim.dataset import FORMAT_VERSION
+    from gags_ros.sim.dataset import FORMAT_VERSION
 
     dirs = sorted(d for d in data.glob("scene_*") if (d / "scene.json").exists())
     seeds = [json.loads((d / "scene.json").read_text())["seed"] for d in dirs]
@@ -98,7 +98,7 @@ def run(a) -> int:
     t0 = time.perf_counter()
     todo = [s for s in seeds if not (data / f"scene_{s:03d}" / "scene.json").exists()]
     for s in todo:   # one scene at a time, all cores rendering it, into data/scene_<seed>
-        rc = subprocess.call([py, "-m", "gags_ros.core.sim.dataset", str(data), "--seed", str(s),
+        rc = subprocess.call([py, "-m", "gags_ros.sim.dataset", str(data), "--seed", str(s),
                               "--preset", a.preset, "--scenes", "1", "--generator", a.generator, "--workers", str(a.workers),
                               "--overwrite"], env=env)
         if rc:
@@ -139,7 +139,7 @@ def run(a) -> int:
 
 
 def main(argv=None) -> int:
-    from gags_ros.core.sim import evaluate as ev
+    from gags_ros.eval import evaluate as ev
 
     ap = argparse.ArgumentParser(prog="python -m bench.answers_set", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)

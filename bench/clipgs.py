@@ -44,11 +44,12 @@ import torch
 
 from gags_ros.core.clipgs.classify import render_and_embed
 from gags_ros.core.clipgs.text import TextEmbedder
-from gags_ros.core.clipgs.train import (build_triplets, embed_views, encode_attrs, evaluate, full_config,
+from gags_ros.sim.clipgs_train import (build_triplets, embed_views, encode_attrs, evaluate, full_config,
                                         quick_config, synthetic_split, train_encoder, train_image_tower,
                                         view_weight_stats)
 from gags_ros.core.render.factory import make_renderer
-from gags_ros.core.sim import CATEGORIES
+from gags_ros.sim import CATEGORIES
+from gags_ros.sim.text_model import encode_texts
 
 VARIANTS = {
     # name: (encoder config changes, voting)
@@ -88,11 +89,11 @@ def build_map_objects(args) -> list:
     """Clusters of maps built from held-out simulated rooms (seeds 90000 + i, never used for
     training): frames of the "small" preset streamed into the mapper (depth-seeded keyframes, then
     ``--map-steps`` optimisation steps), one cluster per object from its ground-truth box."""
-    from gags_ros.core.clipgs.objects import scene_map_objects
+    from gags_ros.sim.clipgs_objects import scene_map_objects
     from gags_ros.core.config import GagsConfig
     from gags_ros.core.mapping.mapper import Mapper
-    from gags_ros.core.sim import make_scene
-    from gags_ros.core.sim.dataset import PRESETS, scene_frames
+    from gags_ros.sim import make_scene
+    from gags_ros.sim.dataset import PRESETS, scene_frames
 
     out = []
     for i in range(args.map_scenes):
@@ -206,7 +207,7 @@ def main() -> int:
     t_all = time.perf_counter()
     if args.map_steps < 0:
         args.map_steps = 0 if args.quick else 2000
-    text = TextEmbedder()
+    text = TextEmbedder(encode_texts)
     map_objs = build_map_objects(args) if args.map_scenes else []
     runs = [run_seed(s, args, text, map_objs) for s in args.seeds]
     total_s = time.perf_counter() - t_all

@@ -19,7 +19,7 @@ import torch
 
 from bench._record import record
 from gags_ros.core.config import GagsConfig
-from gags_ros.core.export import write_semantic_ply
+from gags_ros.core.io.export import write_semantic_ply
 from gags_ros.core.gaussians import GaussianMap
 from gags_ros.core.language import coverage
 from gags_ros.core.language.field import LanguageField

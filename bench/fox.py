@@ -24,7 +24,7 @@ import torch
 from bench._record import record
 from bench.lego import stream, working_distance
 from gags_ros.core.config import GagsConfig
-from gags_ros.core.datasets import load_nerfstudio
+from gags_ros.core.io.datasets import load_nerfstudio
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "fox"
 

@@ -1,6 +1,6 @@
 """GaD probe benchmark: how much teacher embedding noise granularity-aware distillation survives.
 
-Runs :func:`gags_ros.core.sim.gad_probe.gad_probe` (a grid of free latents seen in 16 views; on
+Runs :func:`gags_ros.eval.gad_probe.gad_probe` (a grid of free latents seen in 16 views; on
 each half one level is consistent across views and the others are random labels; every mask
 embedding gets N(0, sigma^2) per dimension before normalisation, as the simulation teacher does)
 for each sigma and step budget, and records in bench/results/gad_probe.json:
@@ -24,7 +24,7 @@ import time
 import torch
 
 from bench._record import record  # noqa: E402  (run as: python -m bench.gad_probe)
-from gags_ros.core.sim.gad_probe import gad_probe
+from gags_ros.eval.gad_probe import gad_probe
 
 
 def main(argv=None) -> int:

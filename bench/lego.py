@@ -36,7 +36,7 @@ import torch
 
 from bench._record import record
 from gags_ros.core.config import GagsConfig
-from gags_ros.core.datasets import load_blender
+from gags_ros.core.io.datasets import load_blender
 from gags_ros.core.mapping import Mapper
 from gags_ros.core.mapping.keyframes import frame_to_tensors
 from gags_ros.core.mapping.losses import psnr, ssim

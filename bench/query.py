@@ -137,7 +137,7 @@ def text_encoder_for_timing(device: torch.device):
     except ImportError:
         pass
     try:
-        from gags_ros.core.sim.text_model import load_text_model
+        from gags_ros.sim.text_model import load_text_model
 
         model = load_text_model(str(device))
 

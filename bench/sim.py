@@ -1,6 +1,6 @@
 """Simulation benchmark: the evaluation command on a generated dataset, recorded in bench/results/sim.json.
 
-A thin wrapper of :mod:`gags_ros.core.sim.evaluate` (same arguments, see docs/evaluation.md): it
+A thin wrapper of :mod:`gags_ros.eval.evaluate` (same arguments, see docs/evaluation.md): it
 runs the evaluation, then records, for the pooled level "all", the mean over seeds in "value" and
 the sample std over seeds in "std" (percent):
 
@@ -20,7 +20,7 @@ settings and its results folder. Nothing is recorded for a partial evaluation (`
 all runs present).
 
     # CPU (small preset; about 6 minutes per seed on a shared 2-core machine)
-    .venv/bin/python -m gags_ros.core.sim.dataset .data/sim/small --preset small
+    .venv/bin/python -m gags_ros.sim.dataset .data/sim/small --preset small
     .venv/bin/python -m bench.sim .data/sim/small --quick --device cpu --seeds 0 1 2
 
     # GPU (benchmark set, generated here; see docs/evaluation.md for the device command)
@@ -36,13 +36,13 @@ import time
 from pathlib import Path
 
 from bench._record import record  # (run as: python -m bench.sim)
-from gags_ros.core.sim import evaluate as ev
+from gags_ros.eval import evaluate as ev
 
 
 def preset_name(dataset) -> str:
     """Name of the generator preset of the dataset's scenes (``custom WxH`` when it matches none,
     ``external`` for datasets not written by the simulation)."""
-    from gags_ros.core.sim.dataset import PRESETS
+    from gags_ros.sim.dataset import PRESETS
 
     names = set()
     for d in ev.scene_dirs(dataset):

@@ -2,7 +2,7 @@
 ``query.min_score`` on one streamed map per seed.
 
 For each seed (training seeds only: 100 and above are held out) the scene is streamed once with the
-evaluation's settings (same arguments as ``python -m gags_ros.core.sim.evaluate``), then:
+evaluation's settings (same arguments as ``python -m gags_ros.eval.evaluate``), then:
 
 - ``query.min_score``: the online map (gad_online) answers every query at each ``--min-scores``
   value (3D hit rate and share of queries with a target; the threshold changes nothing else);
@@ -26,8 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from gags_ros.core.sim import evaluate as ev
-from gags_ros.core.sim import metrics
+from gags_ros.eval import evaluate as ev
+from gags_ros.eval import metrics
 
 
 def sweep_seed(scene_path, seed: int, settings, lrs, min_scores, log=print, max_frames: int = 0) -> list:
@@ -36,7 +36,7 @@ def sweep_seed(scene_path, seed: int, settings, lrs, min_scores, log=print, max_
 
     scene = ev.load_scene(scene_path)
     cfg = ev.make_config(settings, seed)
-    pipeline = GagsPipeline(cfg, scene.labels)
+    pipeline = GagsPipeline(cfg, teacher_options={"labels": scene.labels})
     t0 = time.perf_counter()
     st = ev.stream(pipeline, scene.path, max_frames=max_frames)
     log(f"[seed {seed}] streamed {st['frames']} frames, {st['gaussians']} Gaussians, {time.perf_counter() - t0:.0f} s")

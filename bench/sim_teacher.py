@@ -1,7 +1,7 @@
 """Statistics of the simulation teacher's embeddings over a scene, recorded in bench/results/sim.json.
 
 Measures what docs/sim_teacher.md compares with CLIP (see
-:func:`gags_ros.core.sim.teacher.embedding_statistics`): every frame of the scene (both splits),
+:func:`gags_ros.sim.teacher.embedding_statistics`): every frame of the scene (both splits),
 every level's masks, the configured regime (``teacher.sim_regime``, default ``clip``) and
 canonical phrases, for each ``--seeds`` (the teacher's noise seed; training seeds only). Records the
 mean over seeds:
@@ -16,7 +16,7 @@ mean over seeds:
 
 each with the regime, the scene and the seeds.
 
-    .venv/bin/python -m gags_ros.core.sim.dataset .data/sim/small --preset small
+    .venv/bin/python -m gags_ros.sim.dataset .data/sim/small --preset small
     .venv/bin/python -m bench.sim_teacher .data/sim/small            # ~1 min on a 2-core CPU
     .venv/bin/python -m bench.sim_teacher .data/sim/small --regime text
 """
@@ -33,8 +33,8 @@ from bench._record import record  # (run as: python -m bench.sim_teacher)
 
 def main(argv=None) -> int:
     from gags_ros.core.config import GagsConfig
-    from gags_ros.core.datasets import load_nerfstudio
-    from gags_ros.core.sim.teacher import REGIMES, SimEmbedder, embedding_statistics
+    from gags_ros.core.io.datasets import load_nerfstudio
+    from gags_ros.sim.teacher import REGIMES, SimEmbedder, embedding_statistics
 
     cfg = GagsConfig()
     ap = argparse.ArgumentParser(prog="python -m bench.sim_teacher", description=__doc__.split("\n")[0])

@@ -21,7 +21,7 @@ minutes per seed:
 The demo's map (``--demo``: the demo's node parameters, gags_ros.demo.DEMO_PARAMS; the ROS test
 streams 12 frames of the demo's scene, seed 0 of the small preset), about 3 minutes per seed:
 
-    .venv/bin/python -m gags_ros.core.sim.dataset /tmp/demo_scene --preset small --seed 0
+    .venv/bin/python -m gags_ros.sim.dataset /tmp/demo_scene --preset small --seed 0
     .venv/bin/python -m bench.target_location /tmp/demo_scene --demo --frames 12 --seeds 0 1 2 3 \\
         --peak-radii 0.05 0.1 0.15
 """
@@ -38,8 +38,8 @@ import torch
 
 from bench._record import record  # noqa: E402  (run as: python -m bench.target_location)
 from gags_ros.core.pipeline import GagsPipeline
-from gags_ros.core.sim import evaluate as ev
-from gags_ros.core.sim import metrics
+from gags_ros.eval import evaluate as ev
+from gags_ros.eval import metrics
 
 STRATEGIES = ("peak", "component_mean", "argmax_gaussian")
 
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
         scene = ev.load_scene(d)
         for seed in a.seeds:
             cfg = ev.make_config(st, seed)
-            p = GagsPipeline(cfg, scene.labels)
+            p = GagsPipeline(cfg, teacher_options={"labels": scene.labels})
             name = ev.run_name(scene.name, seed)
             if a.maps:
                 p.load(str(Path(a.maps) / name))

@@ -35,7 +35,7 @@ import torch
 from bench._record import record
 from gags_ros.core.config import GagsConfig
 from gags_ros.core.teachers.clip import ClipEmbedder, build_tiny_clip, load_clip
-from gags_ros.core.teachers.pipeline import KeyframeTeacher
+from gags_ros.core.teachers.keyframe import KeyframeTeacher
 from gags_ros.core.teachers.sam import SamSegmenter, build_tiny_sam, load_sam
 from gags_ros.core.types import Frame, Intrinsics
 

@@ -2,7 +2,7 @@
 
     python -m gags_ros.demo [--out out/demo] [--frames 30] [--rate 4] [--device auto] [--settle]
 
-1. generates a small simulated scene with ground truth (gags_ros.core.sim, seed 0);
+1. generates a small simulated scene with ground truth (gags_ros.sim, seed 0);
 2. starts the mapping node and the replay node with the same node specs as mapping.launch.py
    (gags_ros.ros.launch_spec); the replay node streams the scene's train views as camera topics
    with poses on TF; the mapping node uses the simulation's label-grounded teacher (the only
@@ -217,7 +217,7 @@ def run(out: Path, frames: int = 0, rate: float = 4.0, device: str = "auto", n_q
 def _scene(out: Path, frames: int, log):
     """The demo's simulated room in ``out/scene`` (generated once): ``(folder, frames to stream,
     every query of the scene)``."""
-    from gags_ros.core.sim.dataset import generate
+    from gags_ros.sim.dataset import generate
 
     scene = out / "scene"
     if not (scene / "transforms.json").exists():
@@ -290,7 +290,7 @@ class _Client:
     def ask(self, text: str, level: str, query: Optional[dict] = None) -> QueryOutcome:
         """Call the Query service for ``text`` (3 targets, no score cut); with the ground-truth
         ``query``, the first target scored against the box of any correct instance."""
-        from gags_ros.core.sim.metrics import box_distance
+        from gags_ros.eval.metrics import box_distance
         from gags_ros.ros.client import call as call_service, wait_until_served
         from gags_ros.srv import Query
 

@@ -4,7 +4,7 @@
     python -m gags_ros.doctor --help
 
 Loads the teacher exactly as the mapping node does (the same configuration tree and the same
-factory, :func:`~gags_ros.core.teachers.pipeline.build_teacher`), runs it on a small image shipped
+factory, :func:`~gags_ros.core.teachers.factory.build_teacher`), runs it on a small image shipped
 with the package (``assets/doctor_room.jpg``: a room with a desk, a monitor, a floor lamp and a rug,
 rendered by the simulation: scene seed 0, view 40 of the small preset, 256 x 192) and prints
 
@@ -83,7 +83,7 @@ def load_frame(path: Path):
 
 def diagnose(teacher, frame, captions: Sequence[str] = CAPTIONS, keyframes: int = 2,
              expected_caption: Optional[str] = None) -> Diagnosis:
-    """Run ``teacher`` (a :class:`~gags_ros.core.teachers.pipeline.KeyframeTeacher` with a SAM
+    """Run ``teacher`` (a :class:`~gags_ros.core.teachers.keyframe.KeyframeTeacher` with a SAM
     segmenter and a CLIP embedder) ``keyframes`` times on ``frame`` and judge its weights."""
     import torch
 
@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from .core.config import ConfigError, GagsConfig, load_yaml, set_value, validate
-    from .core.teachers.pipeline import build_teacher, check_teacher_weights, random_weight_models
+    from .core.teachers.factory import build_teacher, check_teacher_weights, random_weight_models
 
     try:
         cfg = load_yaml(args.params_file) if args.params_file else GagsConfig()

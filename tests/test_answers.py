@@ -12,7 +12,7 @@ from gags_ros.core import config as C
 from gags_ros.core.camera import look_at
 from gags_ros.core.gaussians import GaussianMap
 from gags_ros.core.language import coverage
-from gags_ros.core.mapfile import load_map, save_map
+from gags_ros.core.io.mapfile import load_map, save_map
 from gags_ros.core.query import QueryEngine
 from gags_ros.core.render.factory import make_renderer
 from gags_ros.core.types import Intrinsics

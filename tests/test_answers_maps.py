@@ -4,7 +4,7 @@ query settings change the answers without rebuilding."""
 
 import json
 
-from gags_ros.core.sim.dataset import generate
+from gags_ros.sim.dataset import generate
 
 
 def test_saved_maps_answer_again_as_when_built(tmp_path):
@@ -55,7 +55,7 @@ def test_view_records_added_to_maps_saved_without_them(tmp_path):
 
     from bench import answers, answers_maps
     from gags_ros.core.language import coverage
-    from gags_ros.core.mapfile import load_map, save_map
+    from gags_ros.core.io.mapfile import load_map, save_map
 
     data = generate(tmp_path / "scene", seed=3, preset="small", width=64, height=48)
     maps = tmp_path / "maps"
@@ -106,7 +106,7 @@ def test_seed_sets_and_the_benchmark_index(tmp_path):
     assert parse_seeds(["0-3", "2", "100-102"]) == [0, 1, 2, 3, 100, 101, 102]
     texts = set_texts("varied", [100])
     assert "refrigerator" in texts and "object" in texts            # absent texts, canonical phrases
-    from gags_ros.core.sim.scene import make_scene
+    from gags_ros.sim.scene import make_scene
 
     assert {q["text"] for q in make_scene(100, generator="varied").queries()} <= set(texts)
     for s in (7, 5):

@@ -11,17 +11,18 @@ import torch
 from torch.nn import functional as F
 
 from gags_ros.core.clipgs import objects as ob
+from gags_ros.sim import clipgs_objects as so
 from gags_ros.core.clipgs import tokenizer as tk
 from gags_ros.core.clipgs.classify import (MapObject, classification_metrics, classify, language_clusters,
                                            retrieval_metrics, retrieve)
 from gags_ros.core.clipgs.encoder import EncoderConfig, ClipGSEncoder, load_encoder, load_image_tower, save_encoder
 from gags_ros.core.clipgs.text import TextEmbedder
-from gags_ros.core.clipgs.train import (TrainConfig, build_triplets, embed_views, encode_attrs, image_voting_infonce,
+from gags_ros.sim.clipgs_train import (TrainConfig, build_triplets, embed_views, encode_attrs, image_voting_infonce,
                                         text_infonce, train_encoder, train_image_tower)
 from gags_ros.core.clipgs.views import ImageTower, render_views, ring_cameras, view_cameras
 from gags_ros.core.gaussians import GaussianMap
 from gags_ros.core.render.factory import make_renderer
-from gags_ros.core.sim import make_scene
+from gags_ros.sim import make_scene
 
 
 
@@ -150,7 +151,7 @@ def test_space_filling_codes_on_a_full_grid(bits):
 def chair():
     scene = make_scene(3)
     o = next(o for o in scene.objects if o.category == "chair")
-    return ob.sample_scene_object(scene, o.whole_id, 300, np.random.default_rng(0), ob.CLEAN)
+    return so.sample_scene_object(scene, o.whole_id, 300, np.random.default_rng(0), so.CLEAN)
 
 
 def _rot_z(a):
@@ -204,7 +205,7 @@ def test_attribute_layout(chair):
 
 
 def test_synthetic_objects_are_map_like():
-    objs = ob.scene_objects([7], 200, np.random.default_rng(0))
+    objs = so.scene_objects([7], 200, np.random.default_rng(0))
     assert {o.category for o in objs} >= {"table", "mug", "chair"}
     mug = next(o for o in objs if o.category == "mug")
     assert "mug" in mug.label and "mug handle" in mug.part_labels
@@ -215,10 +216,10 @@ def test_synthetic_objects_are_map_like():
 
 def test_scene_map_objects_take_the_boxes():
     scene = make_scene(11)
-    objs = ob.scene_objects([11], 300, np.random.default_rng(0), map_like=ob.CLEAN)
+    objs = so.scene_objects([11], 300, np.random.default_rng(0), map_like=so.CLEAN)
     allg = ob.ObjectGaussians.cat([o.gaussians for o in objs])
     gmap = GaussianMap.from_points(allg.means, allg.rgb, 0.01, opacity=0.8)
-    clusters = ob.scene_map_objects(gmap, scene)
+    clusters = so.scene_map_objects(gmap, scene)
     assert sorted(c.label for c in clusters) == sorted(o.label for o in objs)
     for c, o in zip(sorted(clusters, key=lambda x: x.whole_id), sorted(objs, key=lambda x: x.whole_id)):
         assert len(c.gaussians) >= len(o.gaussians)          # all of its own, maybe some of a neighbour
@@ -275,7 +276,7 @@ def test_save_load_round_trip(tmp_path, chair):
     torch.save({"state": {}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a CLIP-GS"):
         load_encoder(tmp_path / "other.pt")
-    with pytest.raises(FileNotFoundError, match="clipgs.train"):
+    with pytest.raises(FileNotFoundError, match="gags_ros.sim.clipgs_train"):
         load_encoder(tmp_path / "missing.pt")
 
 
@@ -352,7 +353,7 @@ def test_triplets_do_not_depend_on_the_global_rng(chair):
 
 def test_tiny_training_learns(chair):
     rng = np.random.default_rng(0)
-    objs = ob.scene_objects(range(4), 96, rng, categories=["table", "mug", "chair", "lamp", "ball", "bottle"])
+    objs = so.scene_objects(range(4), 96, rng, categories=["table", "mug", "chair", "lamp", "ball", "bottle"])
     cats = [o.category for o in objs]
     cfg = TrainConfig(encoder=TINY, seed=0, views=2, view_size=16, steps=80, batch_size=16, lr=3e-3, warmup=5,
                       tower_steps=30, tower_batch=32, tower_width=8, log_every=0)

@@ -1,4 +1,4 @@
-"""The ROS-free core imports with rclpy absent, from the source tree and from `pip install .`."""
+"""The ROS-free layers (core, sim, eval) import with rclpy absent, from the source tree and from `pip install .`."""
 
 import subprocess
 import sys
@@ -13,12 +13,15 @@ PROBE = textwrap.dedent("""
         sys.modules[name] = None  # any import of these now raises ImportError
     import gags_ros.core as core
     assert core.__file__.startswith(sys.argv[1]), core.__file__
-    mods = [m.name for m in pkgutil.walk_packages(core.__path__, "gags_ros.core.")]
+    mods = []
+    for name in ("gags_ros.core", "gags_ros.sim", "gags_ros.eval"):  # the ROS-free layers
+        pkg = importlib.import_module(name)
+        mods += [name] + [m.name for m in pkgutil.walk_packages(pkg.__path__, name + ".")]
     for m in mods:
         importlib.import_module(m)
     cfg = core.GagsConfig()
     core.validate(cfg)
-    print("imported", len(mods), "core modules without rclpy")
+    print("imported", len(mods), "core, sim and eval modules without rclpy")
 """)
 
 

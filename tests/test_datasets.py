@@ -1,4 +1,4 @@
-"""Dataset loaders and the dataset writer (gags_ros.core.datasets)."""
+"""Dataset loaders and the dataset writer (gags_ros.core.io.datasets)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from gags_ros.core import camera as C
-from gags_ros.core import datasets as D
+from gags_ros.core.io import datasets as D
 from gags_ros.core.types import Frame, Intrinsics, PoseError
 
 DATASETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"

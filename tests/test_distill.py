@@ -224,8 +224,8 @@ def test_distillation_with_gsplat_on_gpu():
 def test_gad_picks_the_view_consistent_level_per_region():
     """The granularity decoder, trained by the real GaD objective only (no labels for w), learns
     sub-part weights where sub-part masks agree across views and whole weights where whole masks do
-    (gags_ros.core.sim.gad_probe, noise-free embeddings)."""
-    from gags_ros.core.sim.gad_probe import gad_probe
+    (gags_ros.eval.gad_probe, noise-free embeddings)."""
+    from gags_ros.eval.gad_probe import gad_probe
 
     r = gad_probe(sigma=0.0, steps=300, views=8)
     assert r["left_weights"][0] > 0.9 and r["right_weights"][2] > 0.9, r

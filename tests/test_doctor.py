@@ -6,7 +6,7 @@ import torch
 from gags_ros import doctor
 from gags_ros.core.config import GagsConfig, ros_params_yaml
 from gags_ros.core.teachers.clip import ClipEmbedder, build_tiny_clip
-from gags_ros.core.teachers.pipeline import KeyframeTeacher
+from gags_ros.core.teachers.keyframe import KeyframeTeacher
 from gags_ros.core.teachers.sam import SamSegmenter, build_tiny_sam
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gags_ros.core.sim import evaluate as ev
-from gags_ros.core.sim import text_model as tm
-from gags_ros.core.sim.dataset import Preset, generate
+from gags_ros.eval import evaluate as ev
+from gags_ros.sim import text_model as tm
+from gags_ros.sim.dataset import Preset, generate
 
 TINY = Preset(width=64, height=48, walk=8, orbit=4, closeups=0, eval_every=4)
 TINY_BUDGET = {"cpu_threads": 1, "mapping.steps_per_keyframe": 3, "mapping.final_refine_steps": 10,
@@ -137,7 +137,7 @@ def test_label_oracle_in_the_clip_regime_carries_the_clean_mask_embedding(tiny):
     cone), not its text: relevancies stay CLIP-low, yet the target's pixels are still the most
     relevant and whole objects are localised."""
     from gags_ros.core.query import QueryEngine
-    from gags_ros.core.sim.teacher import SimEmbedder
+    from gags_ros.sim.teacher import SimEmbedder
 
     scene = ev.load_scene(tiny)
     cfg = ev.make_config(ev.EvalSettings(), 0)
@@ -197,7 +197,7 @@ def test_ablation_shares_geometry_and_teacher_outputs(tiny):
     ev.prepare_text_cache(tiny, ["object", "things", "stuff", "texture"])
     cfg = ev.make_config(settings, 0)
     scene = ev.load_scene(tiny)
-    p = GagsPipeline(cfg, scene.labels)
+    p = GagsPipeline(cfg, teacher_options={"labels": scene.labels})
     ev.stream(p, tiny)
     online = ev.online_variant(p)
     geometry = {k: v.detach().clone() for k, v in p.mapper.gaussians.params.items() if k != "features"}

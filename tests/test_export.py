@@ -7,11 +7,11 @@ import plyfile
 import pytest
 import torch
 
-from gags_ros.core import export as E
+from gags_ros.core.io import export as E
 from gags_ros.core.config import GagsConfig
 from gags_ros.core.language import coverage
 from gags_ros.core.query import QueryEngine
-from gags_ros.core.ply import gaussian_properties
+from gags_ros.core.io.ply import gaussian_properties
 
 from test_query import planted_map
 
@@ -19,7 +19,7 @@ VOCABULARY = ["red mug", "blue chair", "stuff", "café table"]   # one non-ASCII
 
 
 def parse_ply(path):
-    """An independent reader (not gags_ros.core.ply): header lines -> comments, a structured dtype
+    """An independent reader (not gags_ros.core.io.ply): header lines -> comments, a structured dtype
     of the one vertex element, and its records."""
     raw = path.read_bytes()
     head, body = raw.split(b"end_header\n", 1)

@@ -191,7 +191,7 @@ def test_mapper_densification_carries_records_and_new_seeds_start_at_their_fill(
     assert "probe" not in g.state_dict() and "probe" not in m.optimizers
 
 
-def test_pipeline_min_depth_record_follows_split_and_prune():
+def test_teacher_min_depth_record_follows_split_and_prune():
     """The minimum-depth record of GaS (GAGS Eq. 1) stays with its Gaussian: split children inherit
     their parent's D_min, pruned Gaussians take theirs away (the old record assumed appends at the
     end and gave the children other Gaussians' values, and wiped itself on a net shrink)."""
@@ -202,24 +202,25 @@ def test_pipeline_min_depth_record_follows_split_and_prune():
     cfg = GagsConfig()
     cfg.teacher.segmenter = "sim"
     m, intr, make_frame, orbit_pose = _mapper_with_identities()
-    p = GagsPipeline(cfg, LABELS)
+    p = GagsPipeline(cfg, teacher_options={"labels": LABELS})
     p.mapper = m
     p._ensure_language()
     frame = make_frame(orbit_pose(0.0), with_depth=True)
-    p._teacher_inputs(frame)  # observes the keyframe: D_min of every visible Gaussian
+    assert p.teacher.mapper is m  # the teacher owns the map's record
+    p.teacher.view_inputs(frame)  # observes the keyframe: D_min of every visible Gaussian
     g = m.gaussians
     ids = g.params["sh0"][:, 0, 0].detach().clone()
-    dmin = dict(zip(ids.tolist(), p.min_depth.values.clone().tolist()))
+    dmin = dict(zip(ids.tolist(), p.teacher.min_depth.values.clone().tolist()))
     assert np.isfinite(list(dmin.values())).mean() > 0.5
     gen = torch.Generator().manual_seed(0)
     state = m._strategy_state_for_ops()
     ops.split(g.params, m.optimizers, state, torch.rand(len(g), generator=gen) < 0.3)
     ops.remove(g.params, m.optimizers, state, torch.rand(len(g), generator=gen) < 0.4)
     want = torch.tensor([dmin[i] for i in g.params["sh0"][:, 0, 0].tolist()])
-    got = p.min_depth.splat(g.means.detach(), frame.T_world_cam, frame.intrinsics.K,
+    got = p.teacher.min_depth.splat(g.means.detach(), frame.T_world_cam, frame.intrinsics.K,
                             torch.ones(intr.height, intr.width))  # no update, just the record's use
     assert got.min_depth.shape == (intr.height, intr.width)
-    torch.testing.assert_close(p.min_depth.values, want, rtol=0, atol=0)
+    torch.testing.assert_close(p.teacher.min_depth.values, want, rtol=0, atol=0)
 
 
 def test_features_are_read_and_replaced_through_the_map():

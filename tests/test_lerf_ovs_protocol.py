@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from gags_ros.core.sim.lerf_ovs import localisation_hit, majority_filter, mean_filter, segmentation_mask
-from gags_ros.core.sim import evaluate as ev
-from gags_ros.core.sim.metrics import summarize
+from gags_ros.eval.lerf_ovs import localisation_hit, majority_filter, mean_filter, segmentation_mask
+from gags_ros.eval import evaluate as ev
+from gags_ros.eval.metrics import summarize
 
 
 # ---- mean filter --------------------------------------------------------------------------------
@@ -155,7 +155,7 @@ def test_segmentation_mask_and_iou_by_hand():
     assert m.sum() == 100 - 4 * 5
     gt = np.zeros((40, 40), bool)
     gt[15:25, 15:25] = True
-    from gags_ros.core.sim.lerf_ovs import iou
+    from gags_ros.eval.lerf_ovs import iou
 
     assert iou(m, gt) == pytest.approx(0.8)
 

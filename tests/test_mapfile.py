@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gags_ros.core import config as C
-from gags_ros.core.mapfile import MAP_FORMAT, MapFormatError, load_map, save_map
+from gags_ros.core.io.mapfile import MAP_FORMAT, MapFormatError, load_map, save_map
 from gags_ros.core.query import QueryEngine
 
 from test_query import planted_map

@@ -16,7 +16,7 @@ from gags_ros.core.config import GagsConfig
 from gags_ros.core.mapping import Mapper
 from gags_ros.core.mapping.keyframes import sample_window
 from gags_ros.core.mapping.losses import psnr, ssim
-from gags_ros.core.ply import read_gaussians_ply
+from gags_ros.core.io.ply import read_gaussians_ply
 from gags_ros.core.render._torch import TorchRenderer
 from gags_ros.core.types import Frame, Intrinsics, PoseError
 

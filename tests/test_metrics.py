@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from gags_ros.core.sim.metrics import (ALL, box_center_distance, box_contains, box_distance, format_table,
+from gags_ros.eval.metrics import (ALL, box_center_distance, box_contains, box_distance, format_table,
                                        instance_boxes, query_mask, score_target, score_view, summarize,
                                        view_ground_truth)
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from gags_ros.core.config import GagsConfig, set_value
-from gags_ros.core.datasets import load_nerfstudio
+from gags_ros.core.io.datasets import load_nerfstudio
 from gags_ros.core.pipeline import GagsPipeline, NoMapError
-from gags_ros.core.sim.dataset import generate
+from gags_ros.sim.dataset import generate
 
 FRAMES = 6
 

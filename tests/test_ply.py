@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gags_ros.core.ply import gaussian_properties, read_gaussians_ply, read_ply_vertices, write_gaussians_ply
+from gags_ros.core.io.ply import gaussian_properties, read_gaussians_ply, read_ply_vertices, write_gaussians_ply
 
 
 def _gaussians(n=7, seed=0):

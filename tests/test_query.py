@@ -13,7 +13,7 @@ from gags_ros.core.config import GagsConfig
 from gags_ros.core.gaussians import GaussianMap
 from gags_ros.core.language.field import LanguageField
 from gags_ros.core.query import QueryEngine, cleanup_mask, connected_components, relevancy
-from gags_ros.core.sim.lerf_ovs import iou, localisation_hit, segmentation_mask
+from gags_ros.eval.lerf_ovs import iou, localisation_hit, segmentation_mask
 from gags_ros.core.types import Intrinsics
 
 DIM = 64

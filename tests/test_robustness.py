@@ -13,7 +13,7 @@ import torch
 from gags_ros.core import config as C
 from gags_ros.core.frame_sync import FrameAssembler
 from gags_ros.core.files import remove_stale_temp_files
-from gags_ros.core.mapfile import MapFormatError, load_map, save_map
+from gags_ros.core.io.mapfile import MapFormatError, load_map, save_map
 from gags_ros.core.plausibility import depth_in_range, fov_deg, intrinsics_problems, quaternion_problem
 from gags_ros.core.rejections import RejectionLog, reason_key
 from gags_ros.core.types import Intrinsics

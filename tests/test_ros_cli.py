@@ -103,7 +103,7 @@ def cli(tmp_path_factory, ros_env):
     from sensor_msgs.msg import PointCloud2
 
     from gags_ros.core import config as C
-    from gags_ros.core.sim.dataset import generate
+    from gags_ros.sim.dataset import generate
     from gags_ros.demo import DEMO_PARAMS
     from gags_ros.msg import MappingStatus
 
@@ -273,7 +273,7 @@ def test_rate_parameter_takes_effect_at_once(cli):
 def test_export_from_the_cli(cli):
     import plyfile
 
-    from gags_ros.core.export import read_vocabulary
+    from gags_ros.core.io.export import read_vocabulary
 
     command = readme_command("ros2 service call /gags/export ")
     out = cli.run(command)

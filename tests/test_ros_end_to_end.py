@@ -14,7 +14,7 @@ N_FRAMES = 12
 
 
 # Free-standing furniture; thin wall-mounted or flat objects (door, painting, rug) on a 96 px CPU
-# map are left to the evaluation (gags_ros.core.sim.evaluate), which measures every query.
+# map are left to the evaluation (gags_ros.eval.evaluate), which measures every query.
 FREE_STANDING = {"table", "chair", "bookshelf", "lamp", "monitor", "potted plant", "bottle", "mug", "ball"}
 
 

@@ -157,7 +157,7 @@ def rig(tmp_path_factory, ros_env_module):
 
     from gags_ros.core import config as C
     from gags_ros.core.gaussians import GaussianMap
-    from gags_ros.core.mapfile import save_map
+    from gags_ros.core.io.mapfile import save_map
     from gags_ros.ros.dds import ensure_profile_env
 
     save_dir = tmp_path_factory.mktemp("maps")

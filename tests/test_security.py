@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gags_ros.core import config as C
-from gags_ros.core.mapfile import MapFormatError, load_map, save_map
+from gags_ros.core.io.mapfile import MapFormatError, load_map, save_map
 from gags_ros.core.paths import PathRefused, resolve_map_path
 
 from rosutil import call, start_node, stop

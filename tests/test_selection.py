@@ -1,4 +1,4 @@
-"""The 3D Gaussian-selection protocol (gags_ros/core/sim/selection.py) on hand-made maps."""
+"""The 3D Gaussian-selection protocol (gags_ros/eval/selection.py) on hand-made maps."""
 
 from types import SimpleNamespace
 
@@ -10,7 +10,7 @@ from gags_ros.core.camera import look_at
 from gags_ros.core.gaussians import GaussianMap
 from gags_ros.core.language.field import render_channels
 from gags_ros.core.render.factory import make_renderer
-from gags_ros.core.sim import selection as sel
+from gags_ros.eval import selection as sel
 from gags_ros.core.types import Intrinsics
 
 # A camera at the origin looking along +z (image x = world x, image y = world y): a point (x, y, z)

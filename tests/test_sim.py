@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from gags_ros.core.camera import backproject_depth, look_at, pixel_rays, project_points
-from gags_ros.core.datasets import load_labels, load_nerfstudio, load_queries
-from gags_ros.core.sim import raycast
-from gags_ros.core.sim.dataset import PRESETS, Preset, generate, main, scene_views
-from gags_ros.core.sim.scene import (CATEGORIES, LEVEL_NAMES, PALETTE, Material, Primitive, Scene, SceneObject,
+from gags_ros.core.io.datasets import load_labels, load_nerfstudio, load_queries
+from gags_ros.sim import raycast
+from gags_ros.sim.dataset import PRESETS, Preset, generate, main, scene_views
+from gags_ros.sim.scene import (CATEGORIES, LEVEL_NAMES, PALETTE, Material, Primitive, Scene, SceneObject,
                                      make_scene)
 from gags_ros.core.types import Intrinsics
 

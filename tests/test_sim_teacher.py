@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from gags_ros.core.sim.teacher import NoiseModel, SimEmbedder, SimSegmenter, make_sim_teacher
-from gags_ros.core.sim.text_model import TEXT_DIM, encode_texts
+from gags_ros.sim.teacher import NoiseModel, SimEmbedder, SimSegmenter, make_sim_teacher
+from gags_ros.sim.text_model import TEXT_DIM, encode_texts
 from gags_ros.core.teachers.base import LEVELS
 from gags_ros.core.types import Frame, Intrinsics
 
@@ -186,8 +186,8 @@ def test_frames_without_ground_truth_are_refused():
 
 
 def test_works_on_rendered_scenes():
-    from gags_ros.core.sim.dataset import Preset, scene_frames
-    from gags_ros.core.sim.scene import make_scene
+    from gags_ros.sim.dataset import Preset, scene_frames
+    from gags_ros.sim.scene import make_scene
 
     scene = make_scene(1)
     frames = list(scene_frames(scene, Preset(width=64, height=48, walk=2, orbit=1, closeups=0)))
@@ -205,9 +205,9 @@ def test_frames_without_masks_get_them_ray_cast_from_the_scene():
     """Over ROS topics frames carry no ground truth: the teacher ray-casts it from the scene."""
     import dataclasses
 
-    from gags_ros.core.sim.dataset import PRESETS, scene_frames
-    from gags_ros.core.sim.scene import make_scene
-    from gags_ros.core.sim.teacher import SimSegmenter
+    from gags_ros.sim.dataset import PRESETS, scene_frames
+    from gags_ros.sim.scene import make_scene
+    from gags_ros.sim.teacher import SimSegmenter
 
     scene = make_scene(3)
     frame = next(iter(scene_frames(scene, PRESETS["small"])))
@@ -226,14 +226,14 @@ def test_configured_teacher_uses_the_issues_noise_unless_told_otherwise():
     """build_teacher's sim teacher has the issue's embedding noise (0.05) by default;
     teacher.sim_embedding_std (sensitivity studies only) changes it, 0 gives the clean label embedding."""
     from gags_ros.core.config import GagsConfig, set_value
-    from gags_ros.core.teachers.pipeline import build_teacher
+    from gags_ros.core.teachers.factory import build_teacher
 
     cfg = GagsConfig()
     set_value(cfg, "teacher.segmenter", "sim")
     set_value(cfg, "teacher.sim_regime", "text")
-    assert build_teacher(cfg, "cpu", LABELS).embedder.noise == NoiseModel()
+    assert build_teacher(cfg, "cpu", labels=LABELS).embedder.noise == NoiseModel()
     set_value(cfg, "teacher.sim_embedding_std", 0.0)
-    teacher = build_teacher(cfg, "cpu", LABELS)
+    teacher = build_teacher(cfg, "cpu", labels=LABELS)
     fr = square_object(100, "clean")
     masks = teacher.segmenter.segment(fr)[1].masks
     infos = teacher.embedder.provenance(fr, masks.numpy())
@@ -251,8 +251,8 @@ CANONICAL = ["object", "things", "stuff", "texture"]
 
 @pytest.fixture(scope="module")
 def rendered_scene():
-    from gags_ros.core.sim.dataset import PRESETS, scene_frames
-    from gags_ros.core.sim.scene import make_scene
+    from gags_ros.sim.dataset import PRESETS, scene_frames
+    from gags_ros.sim.scene import make_scene
 
     scene = make_scene(0)
     frames = list(scene_frames(scene, PRESETS["small"]))[::3]
@@ -263,13 +263,13 @@ def test_default_regime_speaks_clips_numbers(rendered_scene):
     """Over a scene: own-label cosine 0.20-0.35 (CLIP ViT-B/16), margin over the best canonical phrase
     0.01-0.10, other labels lower on average, mask embeddings closer to each other than to any text."""
     from gags_ros.core.config import GagsConfig
-    from gags_ros.core.sim.teacher import embedding_statistics
-    from gags_ros.core.teachers.pipeline import build_teacher
+    from gags_ros.sim.teacher import embedding_statistics
+    from gags_ros.core.teachers.factory import build_teacher
 
     scene, frames = rendered_scene
     cfg = GagsConfig()
     cfg.teacher.segmenter = "sim"
-    emb = build_teacher(cfg, "cpu", scene.labels).embedder
+    emb = build_teacher(cfg, "cpu", labels=scene.labels).embedder
     assert emb.regime == "clip"
     st = embedding_statistics(emb, frames, CANONICAL)
     assert st["masks"] > 300

@@ -10,13 +10,13 @@ import pytest
 from scipy import ndimage
 
 from gags_ros.core.config import GagsConfig, set_value
-from gags_ros.core.datasets import load_nerfstudio, load_queries
-from gags_ros.core.sim import raycast
-from gags_ros.core.sim.dataset import PRESETS, Preset, generate, main, scene_views
-from gags_ros.core.sim.metrics import inside_any_box, query_boxes
-from gags_ros.core.sim.scene import GENERATORS, LEVEL_NAMES, make_scene, scene_from_meta
-from gags_ros.core.sim.teacher import NoiseModel, SimSegmenter
-from gags_ros.core.sim.varied import NEW_CATEGORIES, SCALE_RANGES
+from gags_ros.core.io.datasets import load_nerfstudio, load_queries
+from gags_ros.sim import raycast
+from gags_ros.sim.dataset import PRESETS, Preset, generate, main, scene_views
+from gags_ros.eval.metrics import inside_any_box, query_boxes
+from gags_ros.sim.scene import GENERATORS, LEVEL_NAMES, make_scene, scene_from_meta
+from gags_ros.sim.teacher import NoiseModel, SimSegmenter
+from gags_ros.sim.varied import NEW_CATEGORIES, SCALE_RANGES
 from gags_ros.core.types import Frame
 
 TINY = Preset(width=64, height=48, walk=8, orbit=6, closeups=1)
@@ -237,7 +237,7 @@ def test_dataset_records_the_generator_and_rebuilds_the_scene(tmp_path):
         for lv in LEVEL_NAMES:
             assert set(np.unique(f.masks[lv]).tolist()) - {0} <= set(int(k) for k in labels[lv])
     # The sim teacher of a pipeline rebuilds the same scene (ray-casts masks for ROS frames).
-    from gags_ros.core.teachers.pipeline import build_teacher
+    from gags_ros.core.teachers.factory import build_teacher
 
     cfg = GagsConfig()
     for k, v in {"device": "cpu", "teacher.segmenter": "sim", "teacher.sim_dataset": str(d)}.items():
@@ -255,7 +255,7 @@ def test_dataset_records_the_generator_and_rebuilds_the_scene(tmp_path):
 
 
 def test_query_files_keep_valid_boxes_and_refuse_bad_ones(tmp_path):
-    from gags_ros.core.datasets import write_queries
+    from gags_ros.core.io.datasets import write_queries
 
     q = {"text": "brown chair", "level": "whole", "ids": [3, 4], "box_min": [0, 0, 0], "box_max": [2, 1, 1],
          "boxes": [[[0, 0, 0], [0.5, 1, 1]], [[1.5, 0, 0], [2, 1, 1]]]}

@@ -12,7 +12,7 @@ from gags_ros.core.camera import look_at
 from gags_ros.core.gaussians import GaussianMap
 from gags_ros.core.query import QueryEngine
 from gags_ros.core.render.factory import make_renderer
-from gags_ros.core.sim import stages
+from gags_ros.eval import stages
 from gags_ros.core.types import Intrinsics
 
 from test_answers import _mark

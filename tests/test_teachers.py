@@ -10,7 +10,7 @@ from gags_ros.core.config import GagsConfig
 from gags_ros.core.teachers import (LEVELS, KeyframeTeacher, LevelMasks, TeacherCache, TeacherOutput,
                                     build_teacher)
 from gags_ros.core.teachers.clip import ClipEmbedder, ClipWeightsError, build_tiny_clip, load_clip, mask_crops
-from gags_ros.core.teachers.pipeline import paint_level
+from gags_ros.core.teachers.keyframe import paint_level
 from gags_ros.core.teachers.sam import (SAM_CHECKPOINT_URLS, CheckpointNotFoundError, SamSegmenter,
                                         build_tiny_sam, load_sam, mask_nms)
 from gags_ros.core.types import Frame, Intrinsics
@@ -267,6 +267,13 @@ class FixedSegmenter:
         return self.levels
 
 
+def test_keyframe_teacher_needs_a_map_to_teach(tiny_clip):
+    teacher = KeyframeTeacher(GagsConfig(), FixedSegmenter(40, 60), ClipEmbedder(*tiny_clip, "cpu", crop_size=32), "cpu")
+    assert teacher.mapper is None and teacher.min_depth is None
+    with pytest.raises(RuntimeError, match="attach_map"):
+        teacher.teach(frame(40, 60), 0)
+
+
 def test_paint_level_smallest_wins():
     big = box_mask(20, 20, 0, 20, 0, 20)
     small = box_mask(20, 20, 5, 8, 5, 8)
@@ -341,7 +348,7 @@ def test_sam_without_checkpoint_refuses_to_configure():
     """The shipped defaults (segmenter sam, no checkpoint) refuse, naming the parameter and the file
     to put where; random weights only with teacher.allow_random_weights (CLIP alike)."""
     from gags_ros.core.config import ConfigError
-    from gags_ros.core.teachers.pipeline import check_teacher_weights, random_weight_models
+    from gags_ros.core.teachers.factory import check_teacher_weights, random_weight_models
 
     cfg = GagsConfig()
     with pytest.raises(ConfigError) as e:
@@ -369,7 +376,7 @@ def test_sam_without_checkpoint_refuses_to_configure():
 
 def test_clip_without_weights_refuses_to_configure(tmp_path):
     from gags_ros.core.config import ConfigError
-    from gags_ros.core.teachers.pipeline import check_teacher_weights
+    from gags_ros.core.teachers.factory import check_teacher_weights
 
     ckpt = tmp_path / "sam.pth"
     ckpt.write_bytes(b"")
@@ -382,7 +389,7 @@ def test_clip_without_weights_refuses_to_configure(tmp_path):
         load_clip("ViT-B-16", "", "cpu")
     cfg.teacher.allow_random_weights = True
     check_teacher_weights(cfg)
-    from gags_ros.core.teachers.pipeline import random_weight_models
+    from gags_ros.core.teachers.factory import random_weight_models
 
     assert random_weight_models(cfg) == ["CLIP"]
 
@@ -451,19 +458,19 @@ def test_clip_tags_keep_their_activation_when_loaded_from_the_cache(tmp_path, mo
 
 
 def test_sim_teacher_missing_module_is_named(monkeypatch):
-    monkeypatch.setitem(sys.modules, "gags_ros.core.sim.teacher", None)
+    monkeypatch.setitem(sys.modules, "gags_ros.sim.teacher", None)
     cfg = GagsConfig()
     cfg.teacher.segmenter = "sim"
-    with pytest.raises(ImportError, match="gags_ros.core.sim.teacher"):
+    with pytest.raises(ImportError, match="gags_ros.sim.teacher"):
         build_teacher(cfg, "cpu")
 
 
 def test_build_teacher_sim():
-    from gags_ros.core.sim.teacher import SimEmbedder, SimSegmenter
+    from gags_ros.sim.teacher import SimEmbedder, SimSegmenter
 
     cfg = GagsConfig()
     cfg.teacher.segmenter = "sim"
-    teacher = build_teacher(cfg, "cpu", sim_labels={"whole": {"1": "mug"}})
+    teacher = build_teacher(cfg, "cpu", labels={"whole": {"1": "mug"}})
     assert isinstance(teacher.segmenter, SimSegmenter) and isinstance(teacher.embedder, SimEmbedder)
     assert teacher.embedder.segmenter is teacher.segmenter
 

@@ -286,7 +286,7 @@ class QueryConfig:
 class ClipGSConfig:
     """CLIP-GS object encoder: classify and retrieve the map's objects without rendering."""
 
-    encoder_path: str = param("", "Saved CLIP-GS encoder (python -m gags_ros.core.clipgs.train); empty = the "
+    encoder_path: str = param("", "Saved CLIP-GS encoder (python -m gags_ros.sim.clipgs_train); empty = the "
                               "classify/retrieve services answer that none is loaded", read_only=NAMES_A_RESOURCE)
     vocabulary: list = param(["chair", "table", "mug", "bottle", "monitor", "lamp", "bookshelf", "plant",
                               "ball", "rug", "door", "painting"],

@@ -2,7 +2,7 @@
 a killed writer. Torch-free, so the mapping node cleans up at start-up without importing torch.
 
 Temporary files are named ``.<name>.<pid>.<random>.tmp`` beside their target (see
-:func:`gags_ros.core.mapfile.save_map`).
+:func:`gags_ros.core.io.mapfile.save_map`).
 """
 
 from __future__ import annotations

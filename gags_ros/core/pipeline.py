@@ -13,12 +13,14 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
 import numpy as np
 
 from .config import ConfigError, GagsConfig
 from .frame_sync import prepare_frame
+from .io.export import write_semantic_ply
+from .io.mapfile import load_map, save_map
 from .language import coverage
 from .paths import default_map_name, map_dir
 from .query import QueryResult, check_query_text
@@ -54,7 +56,9 @@ class PipelineStats:
 class GagsPipeline:
     """Mapper + teacher + distiller + query engine, owned by one thread.
 
-    ``sim_labels``: labels.json content for the simulation teacher (``teacher.segmenter == "sim"``).
+    ``teacher_options``: keyword arguments for the builder of the configured teacher
+    (:func:`~gags_ros.core.teachers.factory.build_teacher`), e.g. ``{"labels": ...}`` (labels.json
+    content) for the simulation's ``sim`` teacher.
     Each new keyframe is seeded and taught at once (:meth:`add_frame`) and is owed
     ``mapping.steps_per_keyframe`` geometry steps and ``language.steps_per_keyframe`` distillation
     steps, which :meth:`idle_step` pays in chunks of ``CHUNK`` steps before the worker takes the
@@ -65,16 +69,22 @@ class GagsPipeline:
 
     CHUNK = 5  # steps per call: short, so a query waits at most a few steps
 
-    def __init__(self, cfg: GagsConfig, sim_labels: Optional[dict] = None, language_error: str = ""):
+    def __init__(self, cfg: GagsConfig, teacher_options: Optional[Mapping[str, Any]] = None,
+                 language_error: str = ""):
         self.cfg = cfg
-        self.sim_labels = sim_labels
+        self.teacher_options = dict(teacher_options or {})
         self.device = cfg.resolved_device()
         if cfg.cpu_threads > 0:
             import torch
 
             torch.set_num_threads(cfg.cpu_threads)
-        self.teacher = None
+        self.renderer = None        # built with each mapper (_ensure_mapper)
+        self.teacher = None         # models load once and survive resets
         self.query_engine = None
+        # CLIP-GS: the loaded encoder (once), the map objects' index and the map state it was built at
+        self._clipgs_encoder = None
+        self._clipgs_index = None
+        self._clipgs_key: Optional[tuple] = None
         # Why the language half cannot run (missing teacher weights), or "": geometry goes on without
         # it, and the reason is reported once instead of a traceback per keyframe. A caller that
         # checked the weights itself (the node, at start) passes and reports its own reason.
@@ -84,13 +94,13 @@ class GagsPipeline:
     def _reset_state(self) -> None:
         self.mapper = None
         self.distiller = None
-        self.min_depth = None
         self._has_language = False
         self._idle_steps = 0
         self._owed_mapping = 0
         self._owed_language = 0
         self._last_examined: Optional[float] = None  # stamp of the last frame given to the mapper
         self._last_query: Optional[tuple] = None  # (text, embedding) of the last answered query
+        self._arrived: Optional[float] = None  # monotonic s when the last taught keyframe reached the node
         self._stats = PipelineStats()
 
     # ---- construction -------------------------------------------------------------------------
@@ -107,19 +117,18 @@ class GagsPipeline:
         """Teacher (models load once and survive resets), distiller and query engine."""
         if self.teacher is None:
             from .query import QueryEngine
-            from .teachers.pipeline import build_teacher
+            from .teachers.factory import build_teacher
 
             t0 = time.perf_counter()
-            self.teacher = build_teacher(self.cfg, self.device, sim_labels=self.sim_labels)
+            self.teacher = build_teacher(self.cfg, self.device, **self.teacher_options)
             self.query_engine = QueryEngine(self.cfg.query, self.teacher.embedder.embed_text)
             self.query_engine.coverage_mode = self.cfg.language.mode
             log.info("teacher ready in %.1f s", time.perf_counter() - t0)
         if self.distiller is None:
             from .language.distill import Distiller
-            from .mapping.records import MapMinDepthRecord
 
             self.distiller = Distiller(self.cfg, self._ensure_mapper(), self.teacher.embedder.dim, self.device)
-            self.min_depth = MapMinDepthRecord(self.mapper)
+            self.teacher.attach_map(self.mapper)  # the teacher's D_min record lives in this map
         return self.teacher
 
     # ---- the worker's interface ---------------------------------------------------------------
@@ -151,28 +160,18 @@ class GagsPipeline:
             return
         try:
             self._ensure_language()
-        except ConfigError as e:    # weights missing (teachers.pipeline.check_teacher_weights)
+        except ConfigError as e:    # weights missing (teachers.factory.check_teacher_weights)
             self.language_error = f"{LANGUAGE_DISABLED}{e}"
             log.error("%s", self.language_error)
             return
         t0 = time.perf_counter()
-        out = self.teacher.process(frame, keyframe=kf, **self._teacher_inputs(frame))
+        out = self.teacher.teach(frame, kf)
         self.distiller.add_teacher_output(kf, out)
         self._has_language = True
         self._stats.teacher_keyframes += 1
         self._stats.timings["teacher_s"] = time.perf_counter() - t0
         self._owed_language += self.cfg.language.steps_per_keyframe
         self._arrived = frame.extra.get("arrived")  # monotonic seconds when the image reached the node
-
-    def _teacher_inputs(self, frame: Frame) -> dict:
-        """Rendered depth D, the minimum-depth record D_min and the Gaussian density of ``frame``'s
-        view (GAGS Eq. 1), at the frame's own resolution."""
-        out = self.mapper.render(frame.T_world_cam, frame.intrinsics, "rgb")
-        depth = out.depth[0, ..., 0]
-        with self.mapper.lock:  # the record is the map's: read both between optimisation steps
-            g = self.mapper.gaussians
-            stats = self.min_depth.observe(g.means.detach(), frame.T_world_cam, frame.intrinsics.K, depth)
-        return {"depth": depth, "min_depth": stats.min_depth, "density": stats.density}
 
     def idle_step(self) -> bool:
         if self.mapper is None or len(self.mapper.keyframes) == 0:
@@ -187,7 +186,7 @@ class GagsPipeline:
                 n = min(self.CHUNK, self._owed_language)
                 self._note("language", self.distiller.step(n), time.perf_counter() - t0)
                 self._owed_language -= n
-                if self._owed_language == 0 and getattr(self, "_arrived", None) is not None:
+                if self._owed_language == 0 and self._arrived is not None:
                     # The last keyframe's contribution is distilled: it answers queries from now on.
                     self._stats.timings["keyframe_to_queryable_s"] = time.monotonic() - self._arrived
             return True
@@ -256,7 +255,6 @@ class GagsPipeline:
                                           max_targets=max_targets, min_score=min_score)
         if results:
             self._last_query = (texts[-1], self.query_engine.encode([texts[-1]], self.mapper.gaussians.means.device))
-        self.last_results = results
         return results
 
     def relevancy_image(self, T_world_cam: np.ndarray, intrinsics, texts: Sequence[str],
@@ -304,8 +302,8 @@ class GagsPipeline:
         c = self.cfg.clipgs
         if not c.encoder_path:
             raise NoMapError("no CLIP-GS encoder loaded: set clipgs.encoder_path (train one with "
-                             "python -m gags_ros.core.clipgs.train)")
-        if getattr(self, "_clipgs_encoder", None) is None:
+                             "python -m gags_ros.sim.clipgs_train)")
+        if self._clipgs_encoder is None:
             self._clipgs_encoder, _ = load_encoder(os.path.expanduser(c.encoder_path), self.device)
         text = self.teacher.embedder.embed_text
         g = self.mapper.gaussians
@@ -316,7 +314,7 @@ class GagsPipeline:
         if source != "clusters":
             raise ValueError(f"source={source!r}: expected 'clusters' or 'query'")
         key = (self._stats.mapping_steps, self._stats.language_steps, len(g))
-        if getattr(self, "_clipgs_key", None) != key:
+        if self._clipgs_key != key:
             with self.mapper.lock:
                 self._clipgs_index = ObjectIndex.from_language_field(
                     self._clipgs_encoder, g, self.distiller.field, text, similarity=c.cluster_similarity,
@@ -345,8 +343,6 @@ class GagsPipeline:
     # ---- map management -----------------------------------------------------------------------
     def save(self, path: Optional[str] = None) -> str:
         """Write geometry, latents, decoders and configuration to one file (atomically)."""
-        from .mapfile import save_map
-
         if self.mapper is None or len(self.mapper.gaussians) == 0:
             raise NoMapError("nothing to save: the map is empty")
         if path is None:
@@ -358,11 +354,9 @@ class GagsPipeline:
             return str(save_map(path, self.mapper.gaussians, field, self.cfg, extra))
 
     def export(self, path: str, vocabulary: Sequence[str] = ()) -> dict:
-        """Write the map as a semantic PLY (:mod:`.export`: geometry, latents, coverage and, given a
+        """Write the map as a semantic PLY (:mod:`.io.export`: geometry, latents, coverage and, given a
         ``vocabulary``, a label and score per Gaussian), atomically. NoMapError for an empty map, or
         for a vocabulary before language features exist; ValueError for a bad vocabulary."""
-        from .export import write_semantic_ply
-
         if self.mapper is None or len(self.mapper.gaussians) == 0:
             raise NoMapError("nothing to export: the map is empty")
         if vocabulary and not self._has_language:
@@ -375,8 +369,6 @@ class GagsPipeline:
 
     def load(self, path: str) -> int:
         """Replace the map with a saved one; mapping continues on top of it. Returns its Gaussians."""
-        from .mapfile import load_map
-
         gaussians, field, _saved_cfg, _extra = load_map(path, self.device)
         self._reset_state()
         mapper = self._ensure_mapper()

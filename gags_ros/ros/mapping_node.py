@@ -47,7 +47,7 @@ from ..core.paths import PathRefused, resolve_map_path
 from ..core.pipeline import LANGUAGE_DISABLED, GagsPipeline, NoMapError
 from ..core.query import check_query_text
 from ..core.rejections import RejectionLog
-from ..core.teachers.pipeline import check_teacher_weights, random_weight_models
+from ..core.teachers.factory import check_teacher_weights, random_weight_models
 from ..core.tf_buffer import TransformBuffer
 from ..core.types import PoseError
 from ..core.worker import Worker, WorkerBusy

@@ -61,7 +61,7 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
 
 def dataset_frames(source: Path, split: str, downscale: float) -> Iterator[Frame]:
     """Frames of a dataset folder in stream order (the loader is picked from its files)."""
-    from ..core import datasets
+    from ..core.io import datasets
 
     sp = None if split == "all" else split
     if (source / "transforms.json").exists() or source.name == "transforms.json":

@@ -207,7 +207,7 @@ def _check(path: Path, blob) -> dict:
 def _read(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no CLIP-GS encoder at {path}; train one with "
-                                f"`python -m gags_ros.core.clipgs.train --out {path}`")
+                                f"`python -m gags_ros.sim.clipgs_train --out {path}`")
     # Weights only: a crafted file must not run code as the robot's user (docs/security.md).
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)

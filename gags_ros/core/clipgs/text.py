@@ -1,7 +1,8 @@
-"""Text tower of CLIP-GS here: the offline MiniLM model of the simulation (384-d), frozen, cached.
+"""Text tower of CLIP-GS: a frozen text encoder, memoised per text.
 
-``gags_ros.core.sim.text_model`` owns the loading; this module only memoises embeddings per text
-so training and queries never encode the same caption twice.
+The encoder is injected (training uses the simulation's offline MiniLM model,
+``gags_ros.sim.text_model.encode_texts``, 384-d; the node uses its teacher's ``embed_text``); this
+module only memoises embeddings per text so training and queries never encode the same caption twice.
 """
 
 from __future__ import annotations
@@ -18,19 +19,15 @@ TextFn = Callable[[Sequence[str]], torch.Tensor]   # texts -> [T, E] unit embedd
 class TextEmbedder:
     """Callable ``texts -> [T, E]`` unit embeddings, cached per text.
 
-    ``fn``: the underlying encoder; default the simulation's MiniLM (``sim.text_model.encode_texts``).
+    ``fn``: the underlying encoder, ``texts -> [T, E]`` (e.g. ``gags_ros.sim.text_model.encode_texts``).
     """
 
-    def __init__(self, fn: TextFn | None = None):
+    def __init__(self, fn: TextFn):
         self._fn = fn
         self._cache: Dict[str, torch.Tensor] = {}
 
     def _encode(self, texts: Sequence[str]) -> torch.Tensor:
-        if self._fn is not None:
-            return torch.as_tensor(self._fn(list(texts)), dtype=torch.float32)
-        from ..sim.text_model import encode_texts
-
-        return torch.as_tensor(encode_texts(list(texts)), dtype=torch.float32)
+        return torch.as_tensor(self._fn(list(texts)), dtype=torch.float32)
 
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
         todo = sorted({t for t in texts if t not in self._cache})

@@ -27,7 +27,7 @@ from gsplat.strategy.ops import remove
 from ..camera import invert_pose
 from ..config import GagsConfig
 from ..gaussians import GEOMETRY_KEYS, GaussianMap, rgb_to_sh0
-from ..ply import write_gaussians_ply
+from ..io.ply import write_gaussians_ply
 from ..render import Renderer, RenderOutput
 from ..types import Frame, Intrinsics, check_rigid
 from .keyframes import Keyframe, frame_to_tensors, nearest_close_keyframe, sample_window, view_overlap

@@ -5,7 +5,7 @@
 - :mod:`.engine`: :class:`QueryEngine` (relevancy, 3D targets, relevancy images) and its helpers;
 - :mod:`.spatial`: neighbour cleanup and connected components of Gaussian centres.
 
-The LERF-OVS 2D evaluation protocol is :mod:`gags_ros.core.sim.lerf_ovs` (evaluation, not runtime).
+The LERF-OVS 2D evaluation protocol is :mod:`gags_ros.eval.lerf_ovs` (evaluation, not runtime).
 """
 
 from .engine import MASS_CANDIDATES, PEAK_POOL, QueryEngine, relevancy, spacing_unit

@@ -57,7 +57,7 @@ times. The same code answers on CPU and GPU (the GPU meets the latency target on
 see bench/query.py, ``--profile`` for a per-stage breakdown).
 
 2D: :meth:`QueryEngine.relevancy_image` renders the latents of any camera view and decodes them
-(the LERF-OVS evaluation protocol that scores such images: :mod:`gags_ros.core.sim.lerf_ovs`).
+(the LERF-OVS evaluation protocol that scores such images: :mod:`gags_ros.eval.lerf_ovs`).
 """
 
 from __future__ import annotations

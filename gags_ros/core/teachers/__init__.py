@@ -1,17 +1,20 @@
 """2D language teachers: granularity-aware SAM prompts, three-level masks, CLIP mask embeddings.
 
+:mod:`.factory` is the teacher registry (``teacher.segmenter`` -> segmenter + embedder).
 :class:`~.sam.SamSegmenter` and :class:`~.clip.ClipEmbedder` import segment_anything / open_clip,
 which take seconds: they are re-exported lazily (on first attribute access).
 """
 
 from .base import LEVELS, Embedder, LevelMasks, Segmenter, TeacherOutput
-from .pipeline import KeyframeTeacher, StageTimer, TeacherCache, build_teacher, paint_level
+from .factory import build_teacher, register_teacher, teacher_names
+from ..timing import StageTimer
+from .keyframe import KeyframeTeacher, TeacherCache, paint_level
 from .prompts import MinDepthRecord, Prompts, PromptSampler, ViewDepthStats
 
 __all__ = [
     "LEVELS", "ClipEmbedder", "Embedder", "KeyframeTeacher", "LevelMasks", "MinDepthRecord",
     "PromptSampler", "Prompts", "SamSegmenter", "Segmenter", "StageTimer", "TeacherCache",
-    "TeacherOutput", "ViewDepthStats", "build_teacher", "paint_level",
+    "TeacherOutput", "ViewDepthStats", "build_teacher", "paint_level", "register_teacher", "teacher_names",
 ]
 
 _LAZY = {"SamSegmenter": ".sam", "ClipEmbedder": ".clip"}

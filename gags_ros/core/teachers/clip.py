@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..types import Frame
-from .pipeline import StageTimer
+from ..timing import StageTimer
 
 CANONICAL_PHRASES = ("object", "things", "stuff", "texture")
 _WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".ckpt")

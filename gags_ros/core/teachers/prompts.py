@@ -325,3 +325,39 @@ class MinDepthRecord:
         dmin = torch.where(torch.isfinite(dmin), dmin, 0.0)
         dens = torch.bincount(p, minlength=h * w).float()
         return ViewDepthStats(dmin.reshape(h, w), dens.reshape(h, w), vis)
+
+
+# The record as a per-Gaussian record of the map (:meth:`GaussianMap.add_record
+# <gags_ros.core.gaussians.GaussianMap.add_record>`), so gsplat's strategy moves it with its Gaussians.
+MIN_DEPTH = "min_depth"  # record name: metres, +inf until the Gaussian is seen visible
+
+
+class MapMinDepthRecord(MinDepthRecord):
+    """GaS's minimum-depth record (:class:`MinDepthRecord`) stored as the per-Gaussian record
+    ``min_depth`` of ``mapper``'s map (duck-typed: ``device``, ``add_record``, ``gaussians``).
+
+    ``values`` ``[N]`` float32 metres is the map's record itself, so densification (children inherit
+    their parent's D_min), pruning and MCMC relocation (a relocated Gaussian takes its source's)
+    keep it aligned; new seeds start at +inf. Nothing to sync: a count mismatch is a bug.
+    """
+
+    def __init__(self, mapper, tolerance: float = DEPTH_TOLERANCE):
+        # The base constructor would set an empty record: the values are the map's instead.
+        self.mapper = mapper
+        self.device = mapper.device
+        self.tolerance = float(tolerance)
+        mapper.add_record(MIN_DEPTH, float("inf"))
+
+    @property
+    def values(self) -> torch.Tensor:
+        return self.mapper.gaussians.record(MIN_DEPTH)
+
+    @values.setter
+    def values(self, v: torch.Tensor) -> None:
+        self.values.copy_(v)  # shape-checked: [N] of the map
+
+    def sync(self, num_gaussians: int, index_map=None) -> None:
+        """The record is the map's: it has ``num_gaussians`` entries or the caller's means are stale."""
+        if num_gaussians != len(self):
+            raise RuntimeError(f"means of {num_gaussians} Gaussians for a map of {len(self)}: the caller "
+                               "read the map before its last densification step")

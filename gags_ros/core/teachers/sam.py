@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from ..types import Frame
 from .base import LEVELS, LevelMasks
-from .pipeline import StageTimer
+from ..timing import StageTimer
 
 SAM_CHECKPOINT_URLS = {
     "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",

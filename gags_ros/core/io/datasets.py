@@ -54,9 +54,9 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image
 
-from .camera import (Distortion, T_world_cam_from_colmap, T_world_cam_from_opengl, opengl_from_T_world_cam,
+from ..camera import (Distortion, T_world_cam_from_colmap, T_world_cam_from_opengl, opengl_from_T_world_cam,
                      undistort_image, undistorted_intrinsics)
-from .types import Frame, Intrinsics, PoseError, check_rigid
+from ..types import Frame, Intrinsics, PoseError, check_rigid
 
 log = logging.getLogger("gags_ros.datasets")
 

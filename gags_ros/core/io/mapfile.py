@@ -34,10 +34,10 @@ from typing import Any, List, Optional, Tuple
 
 import torch
 
-from . import config as C
-from .files import file_mode, remove_stale_temp_files, write_atomically  # noqa: F401 - re-exported (torch-free module)
-from .gaussians import GaussianMap
-from .language.field import LanguageField
+from .. import config as C
+from ..files import file_mode, remove_stale_temp_files, write_atomically  # noqa: F401 - re-exported (torch-free module)
+from ..gaussians import GaussianMap
+from ..language.field import LanguageField
 
 __all__ = ["MAP_FORMAT", "MAP_VERSION", "MapFormatError", "check_map_data", "load_map", "remove_stale_temp_files",
            "save_map"]
@@ -57,7 +57,7 @@ def save_map(path: str | os.PathLike, gaussians: GaussianMap, field: Optional[La
     """Write the map to ``path`` atomically; returns the path. ``extra`` must hold plain data
     (numbers, strings, tensors, lists, tuples, dicts; numpy arrays are stored as tensors), else
     TypeError before anything is written."""
-    from .. import __version__
+    from ... import __version__
 
     path = Path(path)
     data = {

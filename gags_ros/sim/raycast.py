@@ -1,4 +1,4 @@
-"""Analytic ray-caster for :class:`~gags_ros.core.sim.scene.Scene`: exact first hits, no splatting.
+"""Analytic ray-caster for :class:`~gags_ros.sim.scene.Scene`: exact first hits, no splatting.
 
 Independent of the Gaussian renderers on purpose (it is the ground truth they are judged against):
 one ray through every pixel centre, closed-form intersections with boxes, cylinders and spheres,
@@ -15,8 +15,8 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from ..camera import invert_pose, pixel_rays
-from ..types import Intrinsics
+from ..core.camera import invert_pose, pixel_rays
+from ..core.types import Intrinsics
 from .scene import LEVEL_NAMES, Material, Primitive, Scene
 
 _EPS = 1e-6  # metres: hits closer than this to the ray origin are ignored

@@ -69,7 +69,7 @@ def silhouettes(renderer, gaussians, selected, T_world_cam, intrinsics,
     ``gaussians`` in the view ``T_world_cam`` (``[4, 4]`` camera-to-world) with ``intrinsics``
     (its size is the output size): each selection rendered alone, its accumulated alpha
     ``>= alpha``. One render per non-empty selection, of the selected Gaussians only."""
-    from ..language.field import render_channels
+    from ..core.language.field import render_channels
 
     sel = np.asarray(selected, dtype=bool)
     out = np.zeros((sel.shape[1], int(intrinsics.height), int(intrinsics.width)), dtype=bool)
@@ -106,7 +106,7 @@ def label_votes(renderer, gaussians, frames, level: str, ids: Sequence[int]) -> 
     One render and one backward pass per view: the gradient of ``sum_p G[p] . render(c)[p]`` with
     respect to per-Gaussian channels ``c`` is ``sum_p G[p] w_i(p)``; with ``G`` the one-hot label
     image it is each Gaussian's weight inside each label."""
-    from ..language.field import render_channels
+    from ..core.language.field import render_channels
 
     dev = gaussians.means.device
     col = {int(i): j for j, i in enumerate(ids)}

@@ -2,8 +2,8 @@
 
 :class:`KeyframeTeacher` turns a keyframe into a :class:`~gags_ros.core.teachers.base.TeacherOutput`
 (three level maps of mask ids plus ``[M, dim]`` float16 embeddings) and records seconds per stage;
-:class:`TeacherCache` keeps the outputs the distillation reads; :func:`build_teacher` builds the
-configured segmenter and embedder.
+:class:`TeacherCache` keeps the outputs the distillation reads. :mod:`.factory` builds the configured
+segmenter and embedder.
 
 Level maps: where masks of one level overlap, a pixel takes the id of the smallest covering mask.
 After the per-level NMS the remaining overlaps are partial or loose nestings; painting the smaller
@@ -19,10 +19,10 @@ from typing import Dict, List, Optional
 
 import torch
 
+from ..timing import StageTimer
 from ..types import Frame
 from .base import LEVELS, Embedder, LevelMasks, Segmenter, TeacherOutput
-from ..timing import StageTimer  # noqa: F401  (teachers' timer; re-exported)
-from .prompts import PromptSampler
+from .prompts import MapMinDepthRecord, PromptSampler
 
 
 def paint_level(masks: torch.Tensor, first_id: int = 0, chunk: int = 64) -> torch.Tensor:
@@ -51,6 +51,9 @@ class KeyframeTeacher:
     After each :meth:`process`, ``timings`` holds seconds per stage (``prompts``, then whatever the
     segmenter and embedder report: for SAM + CLIP ``image_encoder``, ``decoder``, ``filtering_nms``,
     ``crops``, ``clip``; then ``level_maps`` and ``total``) and ``stats`` the prompt and mask counts.
+
+    Attached to a map (:meth:`attach_map`), the teacher owns that map's minimum-depth record
+    (``min_depth``, GaS) and :meth:`teach` renders the depth its prompts need.
     """
 
     def __init__(self, cfg, segmenter: Segmenter, embedder: Embedder, device: str | torch.device):
@@ -61,6 +64,33 @@ class KeyframeTeacher:
         self.sampler = PromptSampler(cfg.teacher, cfg.seed)
         self.timings: Dict[str, float] = {}
         self.stats: Dict[str, int] = {}
+        self.mapper = None                                  # the map taught by teach() (attach_map)
+        self.min_depth: Optional[MapMinDepthRecord] = None  # that map's D_min record
+
+    def attach_map(self, mapper) -> None:
+        """Teach the keyframes of ``mapper`` (a :class:`~gags_ros.core.mapping.Mapper`: ``render``,
+        ``lock``, ``gaussians``, ``add_record``, ``device``) from now on, with a new minimum-depth
+        record that lives in that map (a per-Gaussian record, +inf until seen)."""
+        self.mapper = mapper
+        self.min_depth = MapMinDepthRecord(mapper)
+
+    def view_inputs(self, frame: Frame) -> dict:
+        """Rendered depth D ``[H, W]`` (metres), the minimum-depth record D_min splatted into the
+        view and the Gaussian density of ``frame``'s view of the attached map (GAGS Eq. 1), at the
+        frame's own resolution; the record first takes in this view."""
+        out = self.mapper.render(frame.T_world_cam, frame.intrinsics, "rgb")
+        depth = out.depth[0, ..., 0]
+        with self.mapper.lock:  # the record is the map's: read both between optimisation steps
+            g = self.mapper.gaussians
+            stats = self.min_depth.observe(g.means.detach(), frame.T_world_cam, frame.intrinsics.K, depth)
+        return {"depth": depth, "min_depth": stats.min_depth, "density": stats.density}
+
+    def teach(self, frame: Frame, keyframe: int) -> TeacherOutput:
+        """Teacher output of keyframe ``keyframe`` of the attached map (:meth:`process` with
+        :meth:`view_inputs`)."""
+        if self.mapper is None:
+            raise RuntimeError("KeyframeTeacher.teach needs a map: call attach_map(mapper) first")
+        return self.process(frame, keyframe=keyframe, **self.view_inputs(frame))
 
     def process(self, frame: Frame, depth=None, min_depth=None, density=None,
                 keyframe: int = -1) -> TeacherOutput:
@@ -127,86 +157,3 @@ class TeacherCache:
     def keys(self) -> List[int]:
         """Cached keyframe indices, least recently used first."""
         return list(self._items)
-
-
-def random_weight_models(cfg) -> List[str]:
-    """Names of the teacher models ``cfg`` (GagsConfig) runs with random weights ("SAM", "CLIP"):
-    empty paths, permitted by ``teacher.allow_random_weights`` only (none while language is off)."""
-    t = cfg.teacher
-    if t.segmenter != "sam" or not t.allow_random_weights or not cfg.language.enabled:
-        return []
-    return [name for name, path in (("SAM", t.sam_checkpoint), ("CLIP", t.clip_pretrained)) if not path]
-
-
-def check_teacher_weights(cfg) -> None:
-    """Raise :class:`~gags_ros.core.config.ConfigError` when ``cfg`` (GagsConfig) would teach with
-    missing weights, or with random ones that ``teacher.allow_random_weights`` does not permit; the
-    message names, for SAM and CLIP alike, the parameter and the file to put where. Loads nothing; CLIP tags are looked up in
-    the local Hugging Face cache."""
-    from ..config import ConfigError
-
-    t = cfg.teacher
-    if t.segmenter != "sam" or not cfg.language.enabled:
-        return
-    from .clip import ClipWeightsError, resolve_clip_weights
-    from .sam import CheckpointNotFoundError, check_sam_weights
-
-    problems = []  # both at once: a user fixing one should not meet the other on the next start
-    for check, args in ((check_sam_weights, (t.sam_model, t.sam_checkpoint)),
-                        (resolve_clip_weights, (t.clip_model, t.clip_pretrained))):
-        try:
-            check(*args, t.allow_random_weights)
-        except (CheckpointNotFoundError, ClipWeightsError) as e:
-            problems.append(str(e))
-    if problems:
-        raise ConfigError("\n".join(problems))
-
-
-def build_teacher(cfg, device: str | torch.device, sim_labels: Optional[dict] = None) -> KeyframeTeacher:
-    """The teacher ``cfg.teacher.segmenter`` names, on ``device``.
-
-    ``sam``: :class:`~.sam.SamSegmenter` + :class:`~.clip.ClipEmbedder` from the configured models
-    (:func:`check_teacher_weights` first: missing or unpermitted random weights raise ConfigError).
-    ``sim``: the simulation's label-grounded teacher from ``gags_ros.core.sim.teacher`` (the embedder
-    shares the segmenter's memo); ``sim_labels`` is the dataset's ``labels.json`` content.
-    """
-    kind = cfg.teacher.segmenter
-    if kind == "sam":
-        from .clip import ClipEmbedder
-        from .sam import SamSegmenter
-
-        check_teacher_weights(cfg)
-        segmenter = SamSegmenter.from_config(cfg.teacher, device)
-        embedder = ClipEmbedder.from_config(cfg.teacher, device, cfg.query.canonical_phrases)
-    elif kind == "sim":
-        module = "gags_ros.core.sim.teacher"
-        try:
-            from ..sim.teacher import SimEmbedder, SimSegmenter
-        except ModuleNotFoundError as e:
-            if not (e.name or "").startswith("gags_ros.core.sim"):
-                raise
-            raise ImportError(f"teacher.segmenter='sim' needs {module} (SimSegmenter, SimEmbedder), "
-                              f"which this installation does not have") from e
-        labels, scene = sim_labels, None
-        if cfg.teacher.sim_dataset:
-            import json
-            from pathlib import Path
-
-            from ..sim.scene import scene_from_meta
-
-            root = Path(cfg.teacher.sim_dataset).expanduser()
-            if labels is None:
-                labels = json.loads((root / "labels.json").read_text())
-            scene = scene_from_meta(json.loads((root / "scene.json").read_text()))
-        if labels is None:
-            raise ValueError("teacher.segmenter='sim' needs the dataset's labels: set teacher.sim_dataset "
-                             "to the simulated dataset folder (labels.json, scene.json)")
-        from ..sim.teacher import NoiseModel
-
-        noise = NoiseModel(embedding_std=float(cfg.teacher.sim_embedding_std))
-        segmenter = SimSegmenter(cfg=cfg, device=device, scene=scene, noise=noise)
-        embedder = SimEmbedder(labels, cfg=cfg, device=device, segmenter=segmenter,
-                               regime=cfg.teacher.sim_regime)
-    else:
-        raise ValueError(f"teacher.segmenter={kind!r}: expected 'sam' or 'sim'")
-    return KeyframeTeacher(cfg, segmenter, embedder, device)

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..camera import make_pose
+from ..core.camera import make_pose
 from .scene import (FLOOR_CATEGORIES, PALETTE, WALL_CATEGORIES, CameraRig, Scene, _Builder, _Obj,
                     _Spec, _drop_structure_labels, _mat, _pick_color, _place_floor, _rect_corners, _rects_overlap, _rot_z, _shade,
                     _spec_bookshelf, _spec_bottle, _spec_chair, _spec_monitor, _spec_mug, _spec_table,

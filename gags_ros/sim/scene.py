@@ -22,8 +22,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..camera import look_at, make_pose
-from ..types import Intrinsics
+from ..core.camera import look_at, make_pose
+from ..core.types import Intrinsics
 
 # Order of the three ids of a primitive (coarse to fine). The teachers use the reverse order
 # (``gags_ros.core.teachers.base.LEVELS``); names are what matters.
@@ -746,7 +746,7 @@ def make_scene(seed: int, generator: str = "classic", structure_labels: Optional
 
     ``classic`` (default): 4.6-5.6 m rooms, one instance per class, every surface labelled; the same
     scene for a seed as before the varied generator existed. ``varied``
-    (:mod:`gags_ros.core.sim.varied`): 3-10 m rooms, scaled objects, clutter, repeated classes,
+    (:mod:`gags_ros.sim.varied`): 3-10 m rooms, scaled objects, clutter, repeated classes,
     more kinds, unlabelled structure in a third of the seeds. ``structure_labels``: force floor,
     walls and ceiling labelled (True) or not (False); None = the generator's choice (classic: True).
     """

@@ -52,7 +52,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .. import query as q
+from ..core import query as q
 from .selection import label_votes, vote_winners
 
 __all__ = ["LabelOracle", "OracleField", "STAGES", "answer_rows", "bench_rows", "label_oracle_3d",

@@ -26,9 +26,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .language import coverage
+from ..language import coverage
+from ..query import check_query_text
 from .ply import write_gaussians_ply
-from .query import check_query_text
 
 FORMAT = "gags_ros semantic export 1"
 UNKNOWN = -1

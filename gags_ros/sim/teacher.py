@@ -32,17 +32,21 @@ whatever else is computed in between. With prompt ``points`` only masks containi
 from __future__ import annotations
 
 import hashlib
+import json
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from ..teachers.base import LEVELS, LevelMasks
-from ..types import Frame
+from ..core.teachers.base import LEVELS, LevelMasks
+from ..core.teachers.factory import register_teacher
+from ..core.types import Frame
+from .scene import scene_from_meta
 from .text_model import TEXT_DIM, encode_texts
 
 _SUBST, _MASK, _EMB = 0, 1, 2  # purposes of the random streams
@@ -447,3 +451,26 @@ def embedding_statistics(embedder: SimEmbedder, frames: Sequence[Frame], canonic
             "nearest_other_margin_mean": cat(nearest), "top1_accuracy": cat(top1),
             "mask_mask_cos_mean": G[off].mean().item() if len(sub) > 1 else float("nan"),
             "mask_text_cos_max": (E @ torch.cat([T, C]).T).max().item(), "masks": float(len(E))}
+
+
+def build_sim_teacher(cfg, device, labels: Optional[dict] = None) -> Tuple["SimSegmenter", "SimEmbedder"]:
+    """The teacher ``teacher.segmenter = "sim"`` (registered as ``sim`` in the core's teacher
+    registry, :mod:`gags_ros.core.teachers.factory`): :class:`SimSegmenter` + :class:`SimEmbedder`
+    (which shares the segmenter's memo), with the configured noise and regime. ``labels``: the
+    dataset's ``labels.json`` content; default (and the scene) read from ``teacher.sim_dataset``."""
+    scene = None
+    if cfg.teacher.sim_dataset:
+        root = Path(cfg.teacher.sim_dataset).expanduser()
+        if labels is None:
+            labels = json.loads((root / "labels.json").read_text())
+        scene = scene_from_meta(json.loads((root / "scene.json").read_text()))
+    if labels is None:
+        raise ValueError("teacher.segmenter='sim' needs the dataset's labels: set teacher.sim_dataset "
+                         "to the simulated dataset folder (labels.json, scene.json)")
+    noise = NoiseModel(embedding_std=float(cfg.teacher.sim_embedding_std))
+    segmenter = SimSegmenter(cfg=cfg, device=device, scene=scene, noise=noise)
+    embedder = SimEmbedder(labels, cfg=cfg, device=device, segmenter=segmenter, regime=cfg.teacher.sim_regime)
+    return segmenter, embedder
+
+
+register_teacher("sim", build_sim_teacher)

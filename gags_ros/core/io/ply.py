@@ -16,7 +16,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from .files import file_mode, write_atomically
+from ..files import file_mode, write_atomically
 
 FORMAT = "binary_little_endian 1.0"
 

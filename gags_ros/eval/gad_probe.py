@@ -31,7 +31,7 @@ SUBPART, PART, WHOLE = 0, 1, 2
 def _teacher_views(size: int, views: int, dim: int, labels: int, sigma: float, g: torch.Generator):
     """``views`` :class:`TeacherTargets` of the probe (see the module doc) and the ``[size, size]``
     bool mask of the left half."""
-    from ..language.losses import TeacherTargets
+    from ..core.language.losses import TeacherTargets
 
     c = 0.577  # shared component: cos(a, b) ~ c^2 / (1 + c^2) = 0.25 between labels
     shared = torch.nn.functional.normalize(torch.randn(1, dim, generator=g), dim=-1) * dim ** 0.5
@@ -66,9 +66,9 @@ def gad_probe(sigma: float = 0.05, steps: int = 800, views: int = 16, size: int 
     ``lr_features`` / ``lr_decoders``: default the configuration's (``language.lr_features``,
     ``language.lr_decoders``). Deterministic in ``seed`` on one machine (CPU).
     """
-    from ..config import GagsConfig
-    from ..language.field import LanguageField, init_latents
-    from ..language.losses import language_losses, schedule_weights
+    from ..core.config import GagsConfig
+    from ..core.language.field import LanguageField, init_latents
+    from ..core.language.losses import language_losses, schedule_weights
 
     lcfg = GagsConfig().language
     lr_f = lcfg.lr_features if lr_features is None else lr_features

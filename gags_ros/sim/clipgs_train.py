@@ -1,13 +1,13 @@
 """Training of the CLIP-GS encoder: text contrastive loss + image voting loss, frozen teachers.
 
 Triplets (object Gaussians, K rendered views, caption) come from the simulation's synthetic
-objects (:func:`.objects.scene_objects`) and, optionally, from a map's own clusters
+objects (:func:`.clipgs_objects.scene_objects`) and, optionally, from a map's own clusters
 (:func:`build_triplets` takes any world-frame :class:`ObjectGaussians` with captions).
 
 Teachers (frozen while the encoder trains):
 
-- text: the offline MiniLM sentence model (384-d), through :class:`.text.TextEmbedder`;
-- image: no pretrained image tower exists on these machines, so :class:`.views.ImageTower`, a small
+- text: the offline MiniLM sentence model (384-d), through :class:`~gags_ros.core.clipgs.text.TextEmbedder`;
+- image: no pretrained image tower exists on these machines, so :class:`~gags_ros.core.clipgs.views.ImageTower`, a small
   CNN, is trained first (:func:`train_image_tower`) to map rendered views of the *training* objects
   onto their caption embeddings, then frozen. Why a trained tower rather than a hand-made view
   score: the voting weights then measure how recognisable a view really is, and the same tower
@@ -25,7 +25,7 @@ embeddings v_bk (k = 1..K), learnable logit scale s:
 
 CLI::
 
-    python -m gags_ros.core.clipgs.train --out runs/clipgs.pt --seed 0 [--device cpu|cuda] [--quick]
+    python -m gags_ros.sim.clipgs_train --out runs/clipgs.pt --seed 0 [--device cpu|cuda] [--quick]
 """
 
 from __future__ import annotations
@@ -43,11 +43,15 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .classify import classification_metrics, render_and_embed, retrieval_metrics
-from .encoder import EncoderConfig, ClipGSEncoder, save_encoder
-from .objects import ObjectGaussians, attributes, canonicalize, scene_objects
-from .text import TextEmbedder, TextFn
-from .views import VIEW_KINDS, ImageTower, render_views, view_cameras
+from ..core.clipgs.classify import classification_metrics, render_and_embed, retrieval_metrics
+from ..core.clipgs.encoder import EncoderConfig, ClipGSEncoder, save_encoder
+from ..core.clipgs.objects import ObjectGaussians, attributes, canonicalize
+from ..core.clipgs.text import TextEmbedder, TextFn
+from ..core.clipgs.views import VIEW_KINDS, ImageTower, render_views, view_cameras
+from ..core.render.factory import make_renderer
+from .clipgs_objects import scene_objects
+from .scene import CATEGORIES
+from .text_model import encode_texts
 
 __all__ = ["TrainConfig", "Triplets", "quick_config", "full_config", "synthetic_split", "build_triplets",
            "train_image_tower", "embed_views", "train_encoder", "text_infonce", "image_voting_infonce",
@@ -376,7 +380,7 @@ def view_weight_stats(view_emb: torch.Tensor, trip: Triplets) -> dict:
 # ------------------------------------------------------------------------------------------------
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m gags_ros.core.clipgs.train", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m gags_ros.sim.clipgs_train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="encoder file to write (.pt)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:N)")
@@ -391,11 +395,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.steps is not None:
         cfg.steps = args.steps
     cfg.renderer = args.renderer
-    from ..render.factory import make_renderer
-    from ..sim import CATEGORIES
-
     t0 = time.perf_counter()
-    text = TextEmbedder()
+    text = TextEmbedder(encode_texts)
     renderer = make_renderer(cfg.renderer, cfg.device)
     train_objs = synthetic_split(cfg, "train")
     test_objs = synthetic_split(cfg, "test")

@@ -1,13 +1,13 @@
 """Synthetic datasets with ground truth, in the project's dataset format (docs/dataset_format.md).
 
-    python -m gags_ros.core.sim.dataset OUT --seed 0 --preset small     # one scene in OUT
-    python -m gags_ros.core.sim.dataset OUT --seed 0 --preset default   # OUT/scene_000 .. scene_002
-    python -m gags_ros.core.sim.dataset OUT --seed 100 --generator varied   # a varied room
+    python -m gags_ros.sim.dataset OUT --seed 0 --preset small     # one scene in OUT
+    python -m gags_ros.sim.dataset OUT --seed 0 --preset default   # OUT/scene_000 .. scene_002
+    python -m gags_ros.sim.dataset OUT --seed 100 --generator varied   # a varied room
 
 A scene directory holds ``transforms.json`` (+ images, depth, per-level masks), ``labels.json``,
-``queries.json`` (written by :func:`gags_ros.core.datasets.write_nerfstudio`) and ``scene.json``
+``queries.json`` (written by :func:`gags_ros.core.io.datasets.write_nerfstudio`) and ``scene.json``
 (room size and the objects' boxes, for top-down pictures; the scene generator's name and whether
-the room structure is labelled, so :func:`~gags_ros.core.sim.scene.scene_from_meta` rebuilds the
+the room structure is labelled, so :func:`~gags_ros.sim.scene.scene_from_meta` rebuilds the
 scene). Identical seed, preset and generator give identical bytes. In memory, :func:`scene_frames` yields the same frames without touching the disk.
 """
 
@@ -26,8 +26,8 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..datasets import write_nerfstudio
-from ..types import Frame, Intrinsics
+from ..core.io.datasets import write_nerfstudio
+from ..core.types import Frame, Intrinsics
 from . import raycast
 from .scene import GENERATORS, CameraView, Scene, closeup_path, default_intrinsics, make_scene, orbit_path, walk_path
 
@@ -120,7 +120,7 @@ def generate(out_dir, seed: int = 0, preset="small", *, overwrite: bool = False,
              generator: str = "classic", structure_labels: Optional[bool] = None, **overrides) -> Path:
     """Write one scene of ``seed`` into ``out_dir``; returns it.
 
-    ``generator`` / ``structure_labels``: which room (:func:`~gags_ros.core.sim.scene.make_scene`);
+    ``generator`` / ``structure_labels``: which room (:func:`~gags_ros.sim.scene.make_scene`);
     both are recorded in ``scene.json``. ``preset``: a name in :data:`PRESETS` or a :class:`Preset`;
     keyword ``overrides`` replace its
     fields (``width=320``...). The scene is written to a sibling temporary directory and renamed, so
@@ -138,7 +138,7 @@ def generate(out_dir, seed: int = 0, preset="small", *, overwrite: bool = False,
     try:
         frames = list(scene_frames(scene, p, workers))
         write_nerfstudio(tmp, frames, labels=scene.labels, queries=scene.queries())
-        meta = {"format_version": FORMAT_VERSION, "generator": "gags_ros.core.sim", "seed": seed,
+        meta = {"format_version": FORMAT_VERSION, "generator": "gags_ros.sim", "seed": seed,
                 "scene_generator": scene.generator, "structure_labels": scene.structure_labelled,
                 "preset": {k: getattr(p, k) for k in p.__dataclass_fields__}, **scene.describe()}
         (tmp / "scene.json").write_text(json.dumps(meta, indent=2))
