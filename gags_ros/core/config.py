@@ -363,6 +363,9 @@ class RosConfig:
                                    "clients together may have outstanding, or DDS drops the oldest "
                                    "(clients need as much: every answer reaches every client)",
                                    unit="requests", lo=1, hi=1_000_000, read_only=WIRED_AT_START)
+    autostart: bool = param(True, "Lifecycle: configure and activate the node at start (false: it starts "
+                            "unconfigured, for `ros2 lifecycle set` or a lifecycle manager such as nav2's)",
+                            read_only="it is read once, when the node starts")
     message_expiry: float = param(30.0, "An error or rejection stays in status.message and the diagnostics' "
                                   "last reasons this long after it last happened", unit="s", lo=0.1, hi=1e6)
     shutdown_timeout: float = param(1.0, "On shutdown, how long the worker's current step may take to "

@@ -49,14 +49,17 @@ class _Pending:
     image: np.ndarray
     stamp: float
     frame_id: str
-    arrived: float  # monotonic seconds
+    arrived: float  # monotonic seconds (the keyframe-to-queryable latency is measured from it)
     name: str
+    since: float  # the assembler's clock when it arrived (how long it has waited, for ros.tf_timeout)
 
 
 class FrameAssembler:
     """Matches images with intrinsics, depth and poses.
 
-    ``clock``: monotonic seconds (injectable for tests).
+    ``clock``: seconds of the clock that times how long a frame may wait for its pose and depth
+    (``ros.tf_timeout``): monotonic by default; the node's ROS clock under ``use_sim_time``, so a
+    paused or slowed bag does not expire frames (injectable for tests).
     """
 
     def __init__(self, cfg: RosConfig, tf: Optional[TransformBuffer] = None,
@@ -156,7 +159,7 @@ class FrameAssembler:
         if len(self._pending) >= self.max_pending:
             self._pending.popleft()
             self.dropped_waiting += 1
-        self._pending.append(_Pending(image, stamp, frame_id, self.clock(), name or f"{stamp:.3f}"))
+        self._pending.append(_Pending(image, stamp, frame_id, time.monotonic(), name or f"{stamp:.3f}", self.clock()))
         return None
 
     def _size_problem(self, image: np.ndarray) -> str:
@@ -200,7 +203,7 @@ class FrameAssembler:
         now = self.clock()
         while self._pending:
             p = self._pending[0]
-            expired = now - p.arrived > self.cfg.tf_timeout
+            expired = now - p.since > self.cfg.tf_timeout
             problems, waiting, (depth, T_img_depth), T = self._check(p)
             if waiting and not problems and not expired:
                 break  # what it waits for may still come

@@ -103,6 +103,7 @@ class Worker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._ready = threading.Event()
+        self._paused = threading.Event()
         self._idle_sleep = idle_sleep
         self.pipeline: Optional[Pipeline] = None
         self.error: Optional[BaseException] = None
@@ -136,6 +137,19 @@ class Worker:
         for _, fut in queued:
             if fut.set_running_or_notify_cancel():
                 fut.set_exception(RuntimeError("the worker is shutting down"))
+
+    def pause(self) -> None:
+        """Stop taking frames and background work after the current step; requests are still
+        served (a deactivated node keeps answering). Queued frames wait for :meth:`resume`."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
+        self._wake.set()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
 
     @property
     def alive(self) -> bool:
@@ -197,6 +211,10 @@ class Worker:
                 did = True
             if self._stop.is_set():
                 break
+            if self._paused.is_set():  # requests only
+                self._wake.wait(0.1)
+                self._wake.clear()
+                continue
             t0 = time.perf_counter()
             owed = getattr(self.pipeline, "owes_work", None)
             frame = None if (owed is not None and owed()) else self.frames.pop()

@@ -130,9 +130,19 @@ LAUNCH_ARGS: Dict[str, Tuple[str, str]] = {
     "pose_topic": ("", "PoseStamped / Odometry topic (sets ros.pose_topic; empty = the parameter file's)"),
     "camera_model": ("", "auto, raw or rectified (sets ros.camera_model; empty = the parameter file's, auto)"),
     "device": ("auto", "Torch device (auto, cpu, cuda, cuda:N)"),
+    "autostart": ("true", "Configure and activate the mapping node (a lifecycle node) at start; false: it "
+                  "starts unconfigured for `ros2 lifecycle set` or a lifecycle manager (sets ros.autostart)"),
+    "use_sim_time": ("false", "The mapping node uses /clock (e.g. a bag replayed with --clock) for TF waits "
+                     "and stamps"),
     "replay": ("", "Also start the replay node with these arguments (e.g. a dataset folder)"),
     "rviz": ("false", "Start RViz with config/gags.rviz"),
 }
+
+
+def _flag(text: str, name: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise ValueError(f"{name} must be true or false, got {text!r}")
+    return text.lower() == "true"
 
 
 def nodes_from_launch_args(values: Dict[str, str]) -> List[NodeSpec]:
@@ -143,7 +153,9 @@ def nodes_from_launch_args(values: Dict[str, str]) -> List[NodeSpec]:
     if unknown:
         raise ValueError(f"unknown launch argument(s) {sorted(unknown)}; known: {', '.join(LAUNCH_ARGS)}")
     v = {k: values.get(k, d) for k, (d, _) in LAUNCH_ARGS.items()}
-    overrides = {"device": v["device"]}
+    overrides = {"device": v["device"], "ros.autostart": _flag(v["autostart"], "autostart")}
+    if _flag(v["use_sim_time"], "use_sim_time"):
+        overrides["use_sim_time"] = True
     for arg in ("depth_topic", "depth_camera_info_topic", "world_frame", "pose_source", "pose_topic", "camera_model"):
         if v[arg]:
             overrides[f"ros.{arg}"] = v[arg]

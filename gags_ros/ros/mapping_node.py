@@ -8,6 +8,7 @@ optimisation steps (:mod:`gags_ros.core.worker`). No torch work runs in a callba
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import math
 import os
@@ -23,11 +24,11 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.clock import JumpThreshold
+from rclpy.clock import Clock, ClockType, JumpThreshold
 from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future as RclpyFuture
 from geometry_msgs.msg import PoseStamped
@@ -40,7 +41,7 @@ from visualization_msgs.msg import MarkerArray
 from gags_ros.msg import ClassifiedObject, MappingStatus, QueryTarget
 from gags_ros.srv import ClassifyObjects, ExportMap, LoadMap, Query, RetrieveObjects, SaveMap
 
-from ..core.config import ConfigError, GagsConfig
+from ..core.config import ConfigError, GagsConfig, validate
 from ..core.files import remove_stale_temp_files
 from ..core.frame_sync import FrameAssembler
 from ..core.paths import PathRefused, resolve_map_path
@@ -65,26 +66,37 @@ def point(x: float, y: float, z: float):
     return Point(x=float(x), y=float(y), z=float(z))
 
 
-class MappingNode(ExplainedParameters, Node):
-    """Node ``gags_mapping``. ``pipeline_factory(cfg)`` builds the pipeline on the worker thread."""
+class NotConfigured(RuntimeError):
+    """A service or worker call while the node is unconfigured (lifecycle): no pipeline, no map."""
+
+
+class MappingNode(ExplainedParameters, LifecycleNode):
+    """Node ``gags_mapping``, a managed (lifecycle) node. ``pipeline_factory(cfg)`` builds the pipeline
+    on the worker thread (default: :class:`GagsPipeline`).
+
+    unconfigured: parameters declared, status / diagnostics and services up (services answer that
+    the node is unconfigured). configure: parameters validated, weights checked, the worker started
+    and the pipeline (models) built, waited for. activate: camera / TF subscriptions, the map cloud
+    timer, the worker maps. deactivate: subscriptions gone and the worker paused (no frames, no
+    optimisation); the map is kept and every service still answers. cleanup: the worker stopped and
+    the pipeline, its models and map freed (CUDA cache emptied). shutdown: the same from any state.
+    With ``ros.autostart`` (default) the node configures and activates itself at start.
+    """
 
     def __init__(self, pipeline_factory: Optional[Callable[[GagsConfig], object]] = None,
                  node_name: str = "gags_mapping", **kwargs):
         super().__init__(node_name, **kwargs)
         self.cfg = declare_config(self, on_change=self._on_parameter_changed)
-        # The real teacher: missing weights are found now, not at a keyframe; geometry maps without them.
-        self.weights_error = self._check_weights() if pipeline_factory is None else ""
-        factory = pipeline_factory or (lambda cfg: GagsPipeline(cfg, language_error=self.weights_error))
-        removed = remove_stale_temp_files(os.path.expanduser(self.cfg.save_dir))
-        if removed:
-            self.get_logger().info(f"removed {len(removed)} temporary file(s) left by an interrupted save: "
-                                   + ", ".join(str(p) for p in removed))
-        self.worker = Worker(lambda: factory(self.cfg), buffer_size=self.cfg.ros.frame_buffer,
-                             request_capacity=self.cfg.ros.request_queue)
-        self.worker.start(wait=False)
+        self._pipeline_factory = pipeline_factory
+        self.weights_error = ""
+        self.worker: Optional[Worker] = None
+        self.lifecycle_state = "unconfigured"
+        self.transitions: collections.deque = collections.deque(maxlen=8)  # (wall time, text), newest last
+        self.lifecycle_error = ""  # why the last transition failed ("" when it succeeded)
         self.rejections = RejectionLog()
         self.last_message = ""
         self._last_message_time = -math.inf
+        self._throttle = {}
         self._status_lock = threading.Lock()
         self._last_busy = (time.monotonic(), 0.0)
         self._dropped_seen = (0, -math.inf)  # (frames dropped so far, monotonic time the count last grew)
@@ -92,6 +104,14 @@ class MappingNode(ExplainedParameters, Node):
         # yet; busy; failed): beside a client's own count it tells a request lost on the way in from
         # an answer lost on the way out.
         self.requests_answered: collections.Counter = collections.Counter()
+        self.messages_lost = {}  # topic -> messages DDS reports lost before they reached a callback
+        self._lost_time = -math.inf
+        self.callback_seconds = 0.0
+        self.callback_count = 0
+        self.subs = []
+        self.sync_timer = None
+        self._lock = threading.Lock()
+        self._new_frame_state()
 
         services = ReentrantCallbackGroup()
         # Reliable keep-last of ros.service_qos_depth: a burst of requests from every client is
@@ -118,32 +138,174 @@ class MappingNode(ExplainedParameters, Node):
         self.pub_cloud = self.create_publisher(PointCloud2, self.cfg.ros.cloud_topic, latched)
         self.pub_objects = self.create_publisher(MarkerArray, "gags/objects", latched)
         timers = MutuallyExclusiveCallbackGroup()
-        self.status_timer = self.create_timer(self.cfg.ros.status_period, self._publish_status, callback_group=timers)
-        # always created (cancelled while ros.cloud_period is 0): the period may change at run time
+        # Steady timers: status, diagnostics and the cloud keep their period under use_sim_time
+        # (a paused or finished bag stops /clock, not the node's reports).
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.status_timer = self.create_timer(self.cfg.ros.status_period, self._publish_status, callback_group=timers,
+                                              clock=self._steady)
+        # always created (cancelled while ros.cloud_period is 0 or the node is not active): the
+        # period may change at run time
         self.cloud_timer = self.create_timer(self.cfg.ros.cloud_period or 1.0, self._request_cloud,
-                                             callback_group=timers)
+                                             callback_group=timers, clock=self._steady)
         self._apply_periods()
         self._cloud_pending = False
-        self._setup_inputs()
-        self.get_logger().info(f"gags_mapping ready (device {self.cfg.device}, renderer "
+        # A simulated clock (use_sim_time) that jumps back clears TF and the frame stores, as tf2 does.
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None,
+                          min_backward=Duration(nanoseconds=-int(self.cfg.ros.time_jump_threshold * 1e9)),
+                          on_clock_change=False),
+            post_callback=lambda jump: self._on_time_jump("clock", math.nan, jump.delta.nanoseconds * 1e-9))
+        self.get_logger().info(f"gags_mapping up, unconfigured (device {self.cfg.device}, renderer "
                                f"{self.cfg.mapping.renderer}); services under {self.get_namespace()}gags/")
+        if self.cfg.ros.autostart and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def _transition(self, name: str, state: str, work: Callable[[], str]) -> TransitionCallbackReturn:
+        """Run transition ``name`` (its ``work()`` returns what to note); on success the node is in
+        ``state``. Any exception fails it (FAILURE: the node stays where it was), noted as an error
+        in the log, status and diagnostics with its reason; rclpy itself would swallow it."""
+        t0 = time.monotonic()
+        try:
+            what = work()
+        except Exception as e:
+            self.lifecycle_error = f"{name} failed: {type(e).__name__}: {e}"
+            self.transitions.append((time.time(), self.lifecycle_error))
+            self.note(f"lifecycle: {self.lifecycle_error}", "error")
+            self._publish_status()
+            return TransitionCallbackReturn.FAILURE
+        self.lifecycle_state, self.lifecycle_error = state, ""
+        text = f"{name}: {state} in {time.monotonic() - t0:.2f} s" + (f" ({what})" if what else "")
+        self.transitions.append((time.time(), text))
+        self.note(f"lifecycle: {text}")
+        self._publish_status()  # the transition shows at once, not at the next period
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        return self._transition("configure", "inactive", self._configure)
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        return self._transition("activate", "active", self._activate)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        return self._transition("deactivate", "inactive", self._deactivate)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        return self._transition("cleanup", "unconfigured", self._cleanup)
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        return self._transition("shutdown", "finalized", self._shutdown)
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        self.note(f"lifecycle: error processing from {state.label}; worker stopped, node unconfigured", "error")
+        self._shutdown()
+        self.lifecycle_state = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure(self) -> str:
+        validate(self.cfg)  # run-time changes were checked one by one; the cross-field rules here
+        factory = self._pipeline_factory
+        # The real teacher: missing weights are found now, not at a keyframe; geometry maps without them.
+        self.weights_error = self._check_weights() if factory is None else ""
+        factory = factory or (lambda cfg: GagsPipeline(cfg, language_error=self.weights_error))
+        removed = remove_stale_temp_files(os.path.expanduser(self.cfg.save_dir))
+        if removed:
+            self.get_logger().info(f"removed {len(removed)} temporary file(s) left by an interrupted save: "
+                                   + ", ".join(str(p) for p in removed))
+        self._new_frame_state()
+        worker = Worker(lambda: factory(self.cfg), buffer_size=self.cfg.ros.frame_buffer,
+                        request_capacity=self.cfg.ros.request_queue)
+        worker.pause()  # maps once active
+        try:
+            worker.start(wait=True)   # the models are loaded when configure succeeds
+        except Exception:
+            worker.stop(self.cfg.ros.shutdown_timeout)
+            raise
+        self.worker = worker
+        return "pipeline and models built" + ("; geometry only: teacher weights missing (see status)"
+                                              if self.weights_error else "")
+
+    def _activate(self) -> str:
+        if self.worker is None:
+            raise NotConfigured("no worker")
+        self._subscribe()
+        self.worker.resume()
+        self._apply_periods()
+        return f"subscribed to {len(self.subs)} topics"
+
+    def _deactivate(self) -> str:
+        self._unsubscribe()
+        with self._lock:
+            self.assembler.clear()  # frames still waiting for a pose are not taken any more
+        if self.worker is not None:
+            self.worker.pause()
+        self.cloud_timer.cancel()
+        return "frames ignored, map kept, services answered"
+
+    def _cleanup(self) -> str:
+        stopped = self._stop_worker()
+        return "worker stopped, map and models freed" + ("" if stopped else " (its last step abandoned)")
+
+    def _shutdown(self) -> str:
+        self._unsubscribe()
+        self.cloud_timer.cancel()
+        self._stop_worker()
+        return ""
+
+    def _stop_worker(self) -> bool:
+        """Stop the worker (at most ``ros.shutdown_timeout`` s) and drop it with the pipeline, its
+        models and map; empty the CUDA cache. False when its step was still running."""
+        worker, self.worker = self.worker, None
+        stopped = True
+        if worker is not None:
+            stopped = worker.stop(self.cfg.ros.shutdown_timeout)
+            if stopped:
+                worker.pipeline = None  # the worker thread has ended: nothing else holds it
+            del worker
+            gc.collect()
+            try:
+                import torch
+
+                if torch.cuda.is_available() and torch.cuda.is_initialized():
+                    torch.cuda.empty_cache()
+            except ImportError:
+                pass
+        with self._lock:
+            self._new_frame_state()
+        return stopped
 
     # ---- inputs -----------------------------------------------------------------------------
-    def _setup_inputs(self) -> None:
+    def _new_frame_state(self) -> None:
+        """A fresh TF buffer and frame assembler (at configure and cleanup)."""
+        r = self.cfg.ros
+        self.tf = TransformBuffer(cache_time=max(10.0, 20 * r.tf_timeout), jump_threshold=r.time_jump_threshold)
+        self.assembler = FrameAssembler(r, self.tf, max_pending=4 * r.frame_buffer, limits=self.cfg.limits,
+                                        on_time_jump=self._on_time_jump, clock=self._wait_clock)
+        self._camera_matrix = ""
+
+    def _wait_clock(self) -> float:
+        """Seconds of the clock that times a frame's wait for its pose (ros.tf_timeout): the
+        simulated one under use_sim_time (bag time), else monotonic."""
+        clock = self.get_clock()
+        if getattr(clock, "ros_time_is_active", False):
+            return clock.now().nanoseconds * 1e-9
+        return time.monotonic()
+
+    def _unsubscribe(self) -> None:
+        for s in self.subs:
+            self.destroy_subscription(s)
+        self.subs = []
+        if self.sync_timer is not None:
+            self.destroy_timer(self.sync_timer)
+            self.sync_timer = None
+
+    def _subscribe(self) -> None:
         r = self.cfg.ros
         sensor = QoSProfile(depth=r.qos_depth, history=HistoryPolicy.KEEP_LAST,
                             reliability=ReliabilityPolicy.RELIABLE if r.qos_reliable else ReliabilityPolicy.BEST_EFFORT)
         # Callback groups matter only under a multi-threaded executor (tests embed the node in
         # their own); the shared frame-assembly state is under our lock either way.
         images = aux = ReentrantCallbackGroup()
-        self.tf = TransformBuffer(cache_time=max(10.0, 20 * r.tf_timeout), jump_threshold=r.time_jump_threshold)
-        self.assembler = FrameAssembler(r, self.tf, max_pending=4 * r.frame_buffer, limits=self.cfg.limits,
-                                        on_time_jump=self._on_time_jump)
-        self._camera_matrix = ""
-        self._lock = threading.Lock()
-        self._throttle = {}
-        self.messages_lost = {}  # topic -> messages DDS reports lost before they reached a callback
-        self._lost_time = -math.inf
 
         def sub(t, topic, cb, qos=sensor, group=aux):
             events = SubscriptionEventCallbacks(message_lost=lambda info, topic=topic: self._on_lost(topic, info))
@@ -168,14 +330,7 @@ class MappingNode(ExplainedParameters, Node):
             self.subs.append(sub(PoseStamped, r.pose_topic, self._on_pose))
         elif r.pose_source == "odometry":
             self.subs.append(sub(Odometry, r.pose_topic, self._on_pose))
-        # A simulated clock (use_sim_time) that jumps back clears TF and the frame stores, as tf2 does.
-        self._jump_handle = self.get_clock().create_jump_callback(
-            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-int(r.time_jump_threshold * 1e9)),
-                          on_clock_change=False),
-            post_callback=lambda jump: self._on_time_jump("clock", math.nan, jump.delta.nanoseconds * 1e-9))
-        self.sync_timer = self.create_timer(0.02, self._flush, callback_group=images)
-        self.callback_seconds = 0.0
-        self.callback_count = 0
+        self.sync_timer = self.create_timer(0.02, self._flush, callback_group=images, clock=self._steady)
 
     @property
     def frames_rejected(self) -> int:
@@ -305,20 +460,23 @@ class MappingNode(ExplainedParameters, Node):
                   + ("" if not mapped else ", mapping goes on with a new map (ros.time_jump_resets_map)" if reset
                      else ", mapping goes on with the map kept"),
                   "warning", throttle_key="time jump")
-        if reset:
+        worker = self.worker
+        if reset and worker is not None:
             try:
-                self.worker.call_async(lambda p: p.reset(), admit=False)
+                worker.call_async(lambda p: p.reset(), admit=False)
             except RuntimeError:  # shutting down
                 pass
-            self.worker.frames.clear()
+            worker.frames.clear()
 
     def _flush(self) -> None:
         with self._lock:
             ready, rejected = self.assembler.poll()
         for name, reason in rejected:
             self.reject(f"frame {name}", reason)
+        worker = self.worker
         for f in ready:
-            self.worker.submit_frame(f)
+            if worker is not None:
+                worker.submit_frame(f)
 
     # ---- helpers ----------------------------------------------------------------------------
     def header(self) -> Header:
@@ -355,9 +513,9 @@ class MappingNode(ExplainedParameters, Node):
 
     def teacher_error(self) -> str:
         """Why the map has no language (teacher weights missing), or ""."""
-        if self.weights_error or self.worker.pipeline is None:
+        if self.weights_error or self.pipeline is None:
             return self.weights_error
-        return getattr(self.worker.pipeline, "language_error", "")
+        return getattr(self.pipeline, "language_error", "")
 
     def _on_parameter_changed(self, cfg: GagsConfig, name: str) -> None:
         """A parameter accepted at run time: the config is already updated (the worker reads it at its
@@ -365,10 +523,15 @@ class MappingNode(ExplainedParameters, Node):
         if name in ("ros.status_period", "ros.cloud_period"):
             self._apply_periods()
 
+    @property
+    def pipeline(self):
+        """The worker's pipeline (None while unconfigured or still being built)."""
+        return self.worker.pipeline if self.worker is not None else None
+
     def _apply_periods(self) -> None:
         r = self.cfg.ros
         self.status_timer.timer_period_ns = int(r.status_period * 1e9)
-        if r.cloud_period > 0:
+        if r.cloud_period > 0 and self.lifecycle_state == "active":
             self.cloud_timer.timer_period_ns = int(r.cloud_period * 1e9)
             self.cloud_timer.reset()
         else:
@@ -377,8 +540,11 @@ class MappingNode(ExplainedParameters, Node):
     async def _worker_call(self, fn):
         """Run ``fn(pipeline)`` on the worker and await it without blocking the executor: service
         callbacks are coroutines, so one executor thread keeps serving camera callbacks meanwhile."""
-        if self.worker.error is not None:
-            raise RuntimeError(f"the pipeline failed to start: {self.worker.error}")
+        worker = self.worker
+        if worker is None:
+            raise NotConfigured(f"the node is {self.lifecycle_state} (lifecycle): no map until it is configured "
+                                f"(ros2 lifecycle set {self.get_fully_qualified_name()} configure)"
+                                + (f"; {self.lifecycle_error}" if self.lifecycle_error else ""))
         done = RclpyFuture(executor=self.executor)
 
         def relay(cf):
@@ -387,7 +553,7 @@ class MappingNode(ExplainedParameters, Node):
             else:
                 done.set_result(cf.result())
 
-        self.worker.call_async(fn).add_done_callback(relay)
+        worker.call_async(fn).add_done_callback(relay)
         return await done
 
     async def _serve(self, response, what: str, fn, expected=(NoMapError,)):
@@ -401,7 +567,7 @@ class MappingNode(ExplainedParameters, Node):
         except WorkerBusy as e:
             response.success, response.message = False, str(e)
             self.requests_answered[f"{what} busy"] += 1
-        except expected as e:
+        except (NotConfigured,) + tuple(expected) as e:
             response.success, response.message = False, str(e)
             self.requests_answered[f"{what} refused"] += 1
         except Exception as e:
@@ -494,11 +660,12 @@ class MappingNode(ExplainedParameters, Node):
         self._request_cloud()
 
     def _request_cloud(self) -> None:
-        if self._cloud_pending or self.worker.pipeline is None:
+        worker = self.worker
+        if self._cloud_pending or worker is None or worker.pipeline is None:
             return
         self._cloud_pending = True
         try:  # at most one pending (_cloud_pending): not counted against the request queue
-            fut = self.worker.call_async(lambda p: p.cloud(self.cfg.ros.cloud_max_points), admit=False)
+            fut = worker.call_async(lambda p: p.cloud(self.cfg.ros.cloud_max_points), admit=False)
         except RuntimeError:  # shutting down
             self._cloud_pending = False
             return
@@ -571,31 +738,39 @@ class MappingNode(ExplainedParameters, Node):
     async def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         async def work():
             await self._worker_call(lambda p: p.reset())
-            self.worker.frames.clear()
+            if self.worker is not None:
+                self.worker.frames.clear()
 
         return await self._map_service(response, "reset", work, lambda _: "map reset")
 
     # ---- status -----------------------------------------------------------------------------
     def current_message(self) -> str:
-        """What status.message shows: a start-up failure (for good), else the newest worker error or
-        node event of the last ``ros.message_expiry`` seconds, else that there was none."""
-        if self.worker.error is not None:
-            return f"the pipeline failed to start: {self.worker.error}"
+        """What status.message shows: a failed lifecycle transition (until one succeeds), else the
+        newest worker error or node event of the last ``ros.message_expiry`` seconds, else that there
+        was none."""
+        if self.lifecycle_error:
+            return f"lifecycle: {self.lifecycle_error}"
         now, expiry = time.monotonic(), self.cfg.ros.message_expiry
-        fresh = [(t, m) for t, m in ((self.worker.last_error_time, self.worker.last_error),
-                                     (self._last_message_time, self.last_message)) if m and now - t <= expiry]
+        worker = self.worker
+        events = [(self._last_message_time, self.last_message)]
+        if worker is not None:
+            events.append((worker.last_error_time, worker.last_error))
+        fresh = [(t, m) for t, m in events if m and now - t <= expiry]
         return max(fresh)[1] if fresh else f"no errors or rejections in the last {expiry:g} s"
 
     def status_msg(self) -> MappingStatus:
-        s = self.worker.pipeline.stats() if self.worker.pipeline is not None else {}
+        worker, pipeline = self.worker, self.pipeline
+        s = pipeline.stats() if pipeline is not None else {}
         now = time.monotonic()
         t_prev, busy_prev = self._last_busy
-        load = (self.worker.busy_time - busy_prev) / max(now - t_prev, 1e-6)
-        self._last_busy = (now, self.worker.busy_time)
-        state = s.get("state", "starting")
-        if self.worker.error is not None:
+        busy = worker.busy_time if worker is not None else 0.0
+        load = max(busy - busy_prev, 0.0) / max(now - t_prev, 1e-6)
+        self._last_busy = (now, busy)
+        # the pipeline's state while active; else the lifecycle state (unconfigured, inactive, ...)
+        state = s.get("state", "starting") if self.lifecycle_state == "active" else self.lifecycle_state
+        if self.lifecycle_error:
             state = "error"
-        dropped = self.worker.frames.dropped + self.assembler.dropped_waiting
+        dropped = (worker.frames.dropped if worker is not None else 0) + self.assembler.dropped_waiting
         if dropped > self._dropped_seen[0]:
             self._dropped_seen = (dropped, now)
         message = self.current_message()
@@ -616,7 +791,7 @@ class MappingNode(ExplainedParameters, Node):
                             frames_received=self.callback_count,
                             frames_dropped=dropped,
                             frames_rejected=self.frames_rejected,
-                            queue_length=len(self.worker.frames),
+                            queue_length=len(worker.frames) if worker is not None else 0,
                             worker_load=float(min(max(load, 0.0), 1.0)))
         return msg
 
@@ -627,7 +802,8 @@ class MappingNode(ExplainedParameters, Node):
 
     def diagnostics(self, s: MappingStatus) -> DiagnosticArray:
         """OK, or WARN while rejections, drops or losses happened within ``ros.message_expiry`` s (old
-        ones expire; their counts stay in the values), ERROR when the pipeline failed to start."""
+        ones expire; their counts stay in the values), ERROR when a lifecycle transition (e.g. configure:
+        the pipeline could not be built) failed; the lifecycle state and last transitions are values."""
         expiry = self.cfg.ros.message_expiry
         now = time.monotonic()
         recent = self.rejections.recent(expiry)
@@ -650,14 +826,14 @@ class MappingNode(ExplainedParameters, Node):
             level, summary = DiagnosticStatus.ERROR, f"{summary}; ERROR: {self.teacher_error()}"
         elif s.message.startswith("RANDOM WEIGHTS"):
             level, summary = DiagnosticStatus.WARN, f"{summary}; {s.message}"
-        values = {"keyframes": s.keyframes, "gaussians": s.gaussians, "mapping_steps": s.mapping_steps,
+        worker, pipeline = self.worker, self.pipeline
+        values = {"lifecycle_state": self.lifecycle_state, "keyframes": s.keyframes, "gaussians": s.gaussians, "mapping_steps": s.mapping_steps,
                   "language_steps": s.language_steps, "frames_received": s.frames_received,
                   "frames_dropped": s.frames_dropped, "frames_rejected": s.frames_rejected,
                   "frames_waiting_for_pose": self.assembler.waiting, "queue_length": s.queue_length,
-                  "frames_skipped_by_rate": (self.worker.pipeline.stats().get("frames_skipped", 0)
-                                             if self.worker.pipeline is not None else 0),
-                  "requests_waiting": self.worker.requests_waiting,
-                  "requests_refused_busy": self.worker.requests_refused,
+                  "frames_skipped_by_rate": pipeline.stats().get("frames_skipped", 0) if pipeline is not None else 0,
+                  "requests_waiting": worker.requests_waiting if worker is not None else 0,
+                  "requests_refused_busy": worker.requests_refused if worker is not None else 0,
                   "worker_load": f"{s.worker_load:.2f}", "last_message": s.message,
                   "callback_ms_mean": f"{1e3 * self.callback_seconds / max(self.callback_count, 1):.2f}"}
         values.update({f"requests_answered {k}": n for k, n in sorted(self.requests_answered.items())})
@@ -666,7 +842,9 @@ class MappingNode(ExplainedParameters, Node):
         values.update({f"recent_rejections {k}": n for k, n in sorted(recent_counts.items())})
         values.update({f"rejections {k}": n for k, n in sorted(self.rejections.by_kind.items())})
         values.update({f"rejection_reason {k}": n for k, n in sorted(self.rejections.by_reason.items())})
-        timings = self.worker.pipeline.stats().get("timings", {}) if self.worker.pipeline is not None else {}
+        values.update({f"lifecycle_transition {i}": f"{time.strftime('%H:%M:%S', time.gmtime(t))} UTC {text}"
+                       for i, (t, text) in enumerate(reversed(self.transitions))})  # 0 = newest
+        timings = pipeline.stats().get("timings", {}) if pipeline is not None else {}
         values.update({k: f"{v:.3f}" for k, v in timings.items()})
         st = DiagnosticStatus(level=level, name="gags_ros: mapping", message=summary, hardware_id=self.get_name(),
                               values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
@@ -677,8 +855,8 @@ class MappingNode(ExplainedParameters, Node):
         node. Returns False when the worker's step was still running: the caller should then exit
         the process, which abandons it (the worker thread is a daemon)."""
         stopped = True
-        if hasattr(self, "worker"):  # absent when the configuration was refused in __init__
-            stopped = self.worker.stop(self.cfg.ros.shutdown_timeout)
+        if getattr(self, "worker", None) is not None:  # absent when the configuration was refused in __init__
+            stopped = self._stop_worker()
         super().destroy_node()
         return stopped
 

@@ -1,0 +1,232 @@
+"""The mapping node as a managed (lifecycle) node. In-process, with real topics: active maps frames;
+inactive ignores them, runs no background work and still answers queries with the map kept;
+cleanup frees the pipeline; a failing configure is an error in status and diagnostics. As a user
+types it: `gags-launch autostart:=false` leaves the node unconfigured, and `ros2 lifecycle set /
+get` (../shared/ros2-tools) drive it through every transition."""
+
+import gc
+import os
+import subprocess
+import sys
+import time
+import weakref
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from rosutil import ROOT, stop
+
+pytestmark = pytest.mark.ros
+
+ROS2 = Path(sys.prefix) / "bin" / "ros2"
+
+
+class CountingPipeline:
+    """Stands in for the pipeline: counts frames and background steps, answers queries."""
+
+    def __init__(self):
+        self.frames = []
+        self.idle_steps = 0
+
+    def add_frame(self, frame):
+        self.frames.append(frame)
+
+    def idle_step(self):
+        self.idle_steps += 1
+        return False
+
+    def query(self, texts, max_targets=None, min_score=None):
+        return [SimpleNamespace(targets=[], reason=f"not found: {len(self.frames)} frames mapped") for _ in texts]
+
+    def reset(self):
+        self.frames = []
+
+    def stats(self):
+        return {"state": "mapping", "keyframes": len(self.frames)}
+
+
+def _messages(t):
+    """Image, CameraInfo and TF of one 32x24 frame at ``t`` s."""
+    from geometry_msgs.msg import TransformStamped
+    from std_msgs.msg import Header
+    from tf2_msgs.msg import TFMessage
+
+    from gags_ros.core.types import Intrinsics
+    from gags_ros.ros.conversions import camera_info_to_msg, image_to_msg, sec_to_stamp, transform_from_matrix
+
+    h = Header(stamp=sec_to_stamp(t), frame_id="cam")
+    T = np.eye(4)
+    T[0, 3] = t
+    tf = TFMessage(transforms=[TransformStamped(header=Header(stamp=h.stamp, frame_id="map"), child_frame_id="cam",
+                                                transform=transform_from_matrix(T))])
+    return (image_to_msg(np.full((24, 32, 3), 100, np.uint8), h),
+            camera_info_to_msg(Intrinsics(30.0, 30.0, 16.0, 12.0, 32, 24), h), tf)
+
+
+def test_transitions_in_process(rclpy_context):
+    from lifecycle_msgs.msg import State
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image
+    from tf2_msgs.msg import TFMessage
+
+    from gags_ros.ros.client import call
+    from gags_ros.ros.mapping_node import MappingNode
+    from gags_ros.srv import Query
+
+    built = []   # weak references to every pipeline the node built
+
+    def factory(cfg):
+        p = CountingPipeline()
+        built.append(weakref.ref(p))
+        return p
+
+    node = MappingNode(factory, context=rclpy_context, parameter_overrides=[
+        Parameter("device", value="cpu"), Parameter("ros.qos_reliable", value=True)])
+    peer = Node("lifecycle_test_peer", context=rclpy_context)
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    pubs = [peer.create_publisher(Image, "camera/image_raw", qos), peer.create_publisher(CameraInfo, "camera/camera_info", qos),
+            peer.create_publisher(TFMessage, "/tf", qos)]
+    client = peer.create_client(Query, "gags/query")
+    ex = SingleThreadedExecutor(context=rclpy_context)
+    ex.add_node(node)
+    ex.add_node(peer)
+
+    def spin(seconds, until=lambda: False):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not until():
+            ex.spin_once(timeout_sec=0.05)
+        return until()
+
+    def pipeline():
+        return built[-1]()
+
+    def stream(times):
+        """Publish frames once the node's image subscription is matched (or 2 s passed)."""
+        spin(2.0, lambda: all(p.get_subscription_count() > 0 for p in pubs))
+        for t in times:
+            image, info, tf = _messages(t)
+            pubs[2].publish(tf)
+            pubs[1].publish(info)
+            pubs[0].publish(image)
+            spin(0.1)
+
+    def ask():
+        return call(peer, client, Query.Request(text="chair"), timeout=20, executor=ex)
+
+    try:
+        # autostart (the default): configured and active, mapping what arrives
+        assert node._state_machine.current_state[0] == State.PRIMARY_STATE_ACTIVE
+        stream([1.0, 2.0, 3.0])
+        assert spin(10.0, lambda: len(pipeline().frames) == 3), node.status_msg()
+        assert spin(5.0, lambda: pipeline().idle_steps > 0)
+
+        # deactivate: frames ignored, no background work, the map kept, queries answered
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.status_msg().state == "inactive" and node.subs == []
+        received, steps = node.callback_count, pipeline().idle_steps
+        stream([4.0, 5.0, 6.0])
+        spin(1.5)
+        assert node.callback_count == received and len(pipeline().frames) == 3
+        assert pipeline().idle_steps <= steps + 1    # at most the step that was running
+        answer = ask()
+        assert answer.success and answer.message.startswith("not found: 3 frames mapped"), answer.message
+
+        # activate again: the same map takes new frames
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        stream([7.0])
+        assert spin(10.0, lambda: len(pipeline().frames) == 4), node.status_msg()
+
+        # cleanup (from inactive): the worker stops and the pipeline (models, map) is freed
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        gc.collect()
+        assert node.worker is None and built[0]() is None
+        status = node.status_msg()
+        assert status.state == "unconfigured" and status.keyframes == 0
+        answer = ask()
+        assert not answer.success and "unconfigured" in answer.message and "configure" in answer.message
+        (diag,) = node.diagnostics(status).status
+        values = {kv.key: kv.value for kv in diag.values}
+        assert values["lifecycle_state"] == "unconfigured"
+        assert "cleanup: unconfigured" in values["lifecycle_transition 0"], values
+        assert "deactivate: inactive" in values["lifecycle_transition 1"], values
+
+        # configure again: a new, empty pipeline; shutdown ends it
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert len(built) == 2 and pipeline().frames == [] and node.status_msg().state == "inactive"
+        assert node.trigger_shutdown() == TransitionCallbackReturn.SUCCESS
+        assert node.worker is None and node._state_machine.current_state[0] == State.PRIMARY_STATE_FINALIZED
+    finally:
+        ex.shutdown()
+        peer.destroy_node()
+        node.destroy_node()
+
+
+def test_failed_configure_is_an_error_in_status_and_diagnostics(rclpy_context):
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from lifecycle_msgs.msg import State
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from gags_ros.ros.mapping_node import MappingNode
+
+    def factory(cfg):
+        raise OSError("no such model file: /models/sam.pth")
+
+    node = MappingNode(factory, context=rclpy_context, parameter_overrides=[
+        Parameter("device", value="cpu"), Parameter("ros.autostart", value=False)])
+    try:
+        assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
+        assert node.status_msg().state == "unconfigured"
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED and node.worker is None
+        status = node.status_msg()
+        assert status.state == "error" and "configure failed" in status.message
+        assert "no such model file: /models/sam.pth" in status.message, status.message
+        (diag,) = node.diagnostics(status).status
+        assert diag.level == DiagnosticStatus.ERROR and "configure failed" in diag.message, diag.message
+    finally:
+        node.destroy_node()
+
+
+def _cli(env, command, timeout=60.0):
+    out = subprocess.run([str(ROS2)] + command.split()[1:], env=env, capture_output=True, text=True,
+                         timeout=timeout, cwd=ROOT)
+    assert out.returncode == 0, f"$ {command}\n{out.stdout}{out.stderr}"
+    return out.stdout
+
+
+def test_autostart_false_then_ros2_lifecycle_set(tmp_path, ros_env):
+    """`gags-launch autostart:=false`, then the transitions as a user types them."""
+    assert ROS2.exists(), f"`ros2` is not installed in {sys.prefix}: run scripts/setup.sh with ../shared beside the repo"
+    env = dict(ros_env, AMENT_PREFIX_PATH=sys.prefix, PATH=f"{sys.prefix}/bin{os.pathsep}{os.environ['PATH']}")
+    log = tmp_path / "launch.log"
+    proc = subprocess.Popen([sys.executable, "-m", "gags_ros.ros.launcher", "autostart:=false", "device:=cpu"],
+                            cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, text=True)
+    try:
+        # the CLI's graph daemon started on its own (one a command spawns keeps its output pipe open)
+        subprocess.run([str(ROS2), "daemon", "start"], env=env, capture_output=True, timeout=60, check=True)
+        deadline = time.monotonic() + 120
+        while "unconfigured" not in (got := subprocess.run(
+                [str(ROS2), "lifecycle", "get", "/gags_mapping"], env=env, capture_output=True, text=True,
+                timeout=60).stdout):
+            assert proc.poll() is None and time.monotonic() < deadline, f"{got}\n{log.read_text()}"
+            time.sleep(0.5)
+        assert got.startswith("unconfigured [1]"), got
+        for transition, state in [("configure", "inactive [2]"), ("activate", "active [3]"),
+                                  ("deactivate", "inactive [2]"), ("cleanup", "unconfigured [1]"),
+                                  ("configure", "inactive [2]"), ("shutdown", "finalized [4]")]:
+            out = _cli(env, f"ros2 lifecycle set /gags_mapping {transition}")
+            assert "Transitioning successful" in out, out
+            assert _cli(env, "ros2 lifecycle get /gags_mapping").startswith(state), transition
+        assert "lifecycle: configure: inactive" in log.read_text()
+    finally:
+        text = stop(proc, 15)
+        subprocess.run([str(ROS2), "daemon", "stop"], env=env, capture_output=True, timeout=60)
+        print(log.read_text(), text)
