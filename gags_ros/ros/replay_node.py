@@ -29,12 +29,13 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped, TransformStamped
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
+from ..core.bags import is_bag, read_messages, topics
 from ..core.types import Frame
 from .conversions import camera_info_to_msg, image_to_msg, pose_from_matrix, sec_to_stamp, transform_from_matrix
 from .dds import ensure_profile_env
@@ -73,10 +74,6 @@ def dataset_frames(source: Path, split: str, downscale: float) -> Iterator[Frame
     raise FileNotFoundError(f"{source}: no transforms.json, transforms_{split}.json or COLMAP model found")
 
 
-def is_bag(source: Path) -> bool:
-    return (source / "metadata.yaml").exists() or source.suffix in (".mcap", ".db3")
-
-
 class ReplayNode(Node):
     def __init__(self, args: argparse.Namespace):
         super().__init__("gags_replay")
@@ -98,12 +95,13 @@ class ReplayNode(Node):
             return t
         return self.get_clock().now().to_msg()
 
-    def wait_for_subscribers(self, with_depth: bool = False) -> None:
+    def wait_for_subscribers(self, with_depth: bool = False, pubs: Optional[list] = None) -> None:
         """Wait (up to --wait-subscribers s) until image, CameraInfo, TF and, for RGB-D data, depth
-        have a subscriber, so no frame goes out before the mapper listens to all of it."""
-        pubs = [self.pub_image, self.pub_info, self.pub_tf] + ([self.pub_depth] if with_depth else [])
+        (or ``pubs``) have a subscriber, so no frame goes out before the mapper listens to all of it."""
+        if pubs is None:
+            pubs = [self.pub_image, self.pub_info, self.pub_tf] + ([self.pub_depth] if with_depth else [])
         deadline = time.monotonic() + self.args.wait_subscribers
-        while min(p.get_subscription_count() for p in pubs) == 0 and time.monotonic() < deadline:
+        while pubs and min(p.get_subscription_count() for p in pubs) == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         missing = [p.topic_name for p in pubs if p.get_subscription_count() == 0]
         if missing:
@@ -145,28 +143,42 @@ class ReplayNode(Node):
             if not a.loop:
                 return
 
-    def run_bag(self) -> None:
-        from rosbags.highlevel import AnyReader
+    def _bag_publisher(self, topic: str, msgtype: str):
+        """A publisher for a bag's topic: /tf_static latched (transient local) as tf2 expects, TF
+        and the rest reliable keep-last."""
+        pkg, _, name = msgtype.split("/")
+        cls = getattr(importlib.import_module(f"{pkg}.msg"), name)
+        if topic == "/tf":
+            return self.pub_tf
+        durability = DurabilityPolicy.TRANSIENT_LOCAL if topic == "/tf_static" else DurabilityPolicy.VOLATILE
+        qos = QoSProfile(depth=100 if topic == "/tf_static" else 10, history=HistoryPolicy.KEEP_LAST,
+                         reliability=ReliabilityPolicy.RELIABLE, durability=durability)
+        return self.create_publisher(cls, topic, qos)
 
+    def run_bag(self) -> None:
+        """Publish the bag's messages at their bag-time spacing (divided by --speed); with --clock,
+        /clock carries the bag time of each message just before it (a node on use_sim_time then
+        stamps, times out and looks up TF in bag time). A recorded /clock topic is not replayed."""
         a = self.args
-        pubs = {}
-        with AnyReader([Path(a.source)]) as reader:
-            self.wait_for_subscribers()
-            start_bag, start_wall = None, time.monotonic()
-            for conn, t_ns, raw in reader.messages():
-                if conn.topic not in pubs:
-                    pkg, _, name = conn.msgtype.split("/")
-                    cls = getattr(importlib.import_module(f"{pkg}.msg"), name)
-                    pubs[conn.topic] = self.create_publisher(cls, conn.topic, 10)
-                start_bag = t_ns if start_bag is None else start_bag
-                due = start_wall + (t_ns - start_bag) * 1e-9 / a.speed
-                time.sleep(max(0.0, due - time.monotonic()))
-                if self.pub_clock is not None:
-                    self.pub_clock.publish(Clock(clock=sec_to_stamp(t_ns * 1e-9)))
-                pubs[conn.topic].publish(bytes(raw))  # raw CDR: no decoding on replay
-                self.published += 1
-                if a.max_frames and self.published >= a.max_frames:
-                    return
+        # Every publisher first, then wait for the mapper's inputs among them: a publisher created at
+        # its first message would send it before any subscriber has matched it (lost).
+        pubs = {t: self._bag_publisher(t, m) for t, m in topics(Path(a.source)).items() if t != "/clock"}
+        inputs = {p.topic_name for p in (self.pub_image, self.pub_info, self.pub_tf, self.pub_depth)}
+        self.wait_for_subscribers(pubs=[p for p in pubs.values() if p.topic_name in inputs])
+        time.sleep(a.start_delay)
+        start_bag, start_wall = None, time.monotonic()
+        for topic, msgtype, t_ns, raw in read_messages(Path(a.source)):
+            if topic == "/clock":
+                continue
+            start_bag = t_ns if start_bag is None else start_bag
+            due = start_wall + (t_ns - start_bag) * 1e-9 / a.speed
+            time.sleep(max(0.0, due - time.monotonic()))
+            if self.pub_clock is not None:
+                self.pub_clock.publish(Clock(clock=sec_to_stamp(t_ns * 1e-9)))
+            pubs[topic].publish(raw)  # raw CDR: no decoding on replay
+            self.published += 1
+            if a.max_frames and self.published >= a.max_frames:
+                return
 
 
 def main(argv: Optional[List[str]] = None) -> int:
