@@ -1,7 +1,10 @@
-"""ros2 launch gags_ros mapping.launch.py [params_file:=...] [image_topic:=...] [replay:=<dataset dir>] [rviz:=true]
+"""ros2 launch gags_ros mapping.launch.py [params_file:=...] [image_topic:=...] [replay:=<dataset dir or bag>] [rviz:=true]
+    [autostart:=true] [use_sim_time:=false]
 
 Starts the gags_ros mapping node with config/mapping.yaml (and, with replay:=DIR, the replay node
-streaming a dataset). The node list comes from gags_ros.ros.launch_spec, shared with `gags-launch`,
+streaming a dataset or a bag). The mapping node is a lifecycle node that configures and activates
+itself when autostart:=true (the default; ros.autostart), so no lifecycle tools or events are
+needed here; autostart:=false leaves it unconfigured for `ros2 lifecycle set` or a lifecycle manager. The node list comes from gags_ros.ros.launch_spec, shared with `gags-launch`,
 the equivalent command for machines without `ros2 launch`. rviz:=true where rviz2 is not installed
 logs one line and starts the rest (launch_ros would stop with an exception and orphan the nodes it
 had started).

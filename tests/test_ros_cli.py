@@ -8,7 +8,8 @@ Checks: `ros2 topic echo --once /gags/status`; `ros2 service call /gags/query ..
 /gags_mapping query.threshold 0.6` changes the very next answer (and only it: answers repeat on the
 settled map) and setting it back restores it; `ros2 param get` / `describe`; refusals with the
 config's reason (range, cross-rule, read-only with why); a rate parameter changes the status rate;
-`ros2 service call /gags/export ...` writes a PLY that plyfile reads; `ros2 interface show`."""
+`ros2 service call /gags/export ...` writes a PLY that plyfile reads; `ros2 interface show`;
+`ros2 lifecycle get / set` (deactivated, the node answers the same query from the kept map)."""
 
 import os
 import re
@@ -290,6 +291,23 @@ def test_export_from_the_cli(cli):
     refused = cli.run('ros2 service call /gags/export gags_ros/srv/ExportMap "{path: \'../outside.ply\'}"',
                       readme=False)
     assert "success=False" in refused and "outside the map folder" in refused, refused
+
+
+def test_lifecycle_deactivate_keeps_answering_then_activate(cli):
+    """The README's lifecycle commands: the launched node is active (autostart); deactivated it still
+    answers the same query from the kept map; activated again it maps."""
+    assert cli.run(readme_command("ros2 lifecycle get /gags_mapping")).startswith("active [3]")
+    query = readme_command("ros2 service call /gags/query ")
+    before = cli.query(query)
+    assert "Transitioning successful" in cli.run(readme_command("ros2 lifecycle set /gags_mapping deactivate"))
+    assert cli.run("ros2 lifecycle get /gags_mapping", readme=False).startswith("inactive [2]")
+    cli.spin(2.5)
+    assert cli.status[-1].state == "inactive", cli.status[-1]
+    assert cli.query(query) == before     # the settled map, kept and queried while inactive
+    assert "Transitioning successful" in cli.run(readme_command("ros2 lifecycle set /gags_mapping activate"))
+    assert cli.run("ros2 lifecycle get /gags_mapping", readme=False).startswith("active [3]")
+    cli.spin(2.5)
+    assert cli.status[-1].state != "inactive", cli.status[-1]
 
 
 def test_every_readme_command_is_run_or_listed(cli):

@@ -1,16 +1,14 @@
 """The mapping node as a managed (lifecycle) node. In-process, with real topics: active maps frames;
 inactive ignores them, runs no background work and still answers queries with the map kept;
-cleanup frees the pipeline; a failing configure is an error in status and diagnostics. As a user
-types it: `gags-launch autostart:=false` leaves the node unconfigured, and `ros2 lifecycle set /
-get` (../shared/ros2-tools) drive it through every transition."""
+cleanup frees the pipeline; a failing configure is an error in status and diagnostics.
+`gags-launch autostart:=false` leaves the node unconfigured, and its lifecycle services take it
+through every transition (the README's `ros2 lifecycle` commands: tests/test_ros_cli.py)."""
 
 import gc
-import os
 import subprocess
 import sys
 import time
 import weakref
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,9 +17,6 @@ import pytest
 from rosutil import ROOT, stop
 
 pytestmark = pytest.mark.ros
-
-ROS2 = Path(sys.prefix) / "bin" / "ros2"
-
 
 class CountingPipeline:
     """Stands in for the pipeline: counts frames and background steps, answers queries."""
@@ -122,13 +117,14 @@ def test_transitions_in_process(rclpy_context):
     try:
         # autostart (the default): configured and active, mapping what arrives
         assert node._state_machine.current_state[0] == State.PRIMARY_STATE_ACTIVE
+        assert not node.cloud_timer.is_canceled()    # the map cloud is published while active
         stream([1.0, 2.0, 3.0])
         assert spin(10.0, lambda: len(pipeline().frames) == 3), node.status_msg()
         assert spin(5.0, lambda: pipeline().idle_steps > 0)
 
         # deactivate: frames ignored, no background work, the map kept, queries answered
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-        assert node.status_msg().state == "inactive" and node.subs == []
+        assert node.status_msg().state == "inactive" and node.subs == [] and node.cloud_timer.is_canceled()
         received, steps = node.callback_count, pipeline().idle_steps
         stream([4.0, 5.0, 6.0])
         spin(1.5)
@@ -139,6 +135,7 @@ def test_transitions_in_process(rclpy_context):
 
         # activate again: the same map takes new frames
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert not node.cloud_timer.is_canceled()
         stream([7.0])
         assert spin(10.0, lambda: len(pipeline().frames) == 4), node.status_msg()
 
@@ -195,38 +192,49 @@ def test_failed_configure_is_an_error_in_status_and_diagnostics(rclpy_context):
         node.destroy_node()
 
 
-def _cli(env, command, timeout=60.0):
-    out = subprocess.run([str(ROS2)] + command.split()[1:], env=env, capture_output=True, text=True,
-                         timeout=timeout, cwd=ROOT)
-    assert out.returncode == 0, f"$ {command}\n{out.stdout}{out.stderr}"
-    return out.stdout
+def test_autostart_false_leaves_it_unconfigured_then_every_transition(tmp_path, ros_env):
+    """`gags-launch autostart:=false`: the node waits unconfigured; the lifecycle services (what `ros2
+    lifecycle set / get` call; the README's commands run in tests/test_ros_cli.py) take it through
+    every transition. Each client is first answered with a request without effect (GetState; a
+    ChangeState of an unknown label), then each transition is sent once."""
+    import rclpy
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+    from rclpy.node import Node
 
+    from gags_ros.msg import MappingStatus
+    from gags_ros.ros.client import call, call_served, wait_until_served
 
-def test_autostart_false_then_ros2_lifecycle_set(tmp_path, ros_env):
-    """`gags-launch autostart:=false`, then the transitions as a user types them."""
-    assert ROS2.exists(), f"`ros2` is not installed in {sys.prefix}: run scripts/setup.sh with ../shared beside the repo"
-    env = dict(ros_env, AMENT_PREFIX_PATH=sys.prefix, PATH=f"{sys.prefix}/bin{os.pathsep}{os.environ['PATH']}")
     log = tmp_path / "launch.log"
     proc = subprocess.Popen([sys.executable, "-m", "gags_ros.ros.launcher", "autostart:=false", "device:=cpu"],
-                            cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, text=True)
+                            cwd=ROOT, env=ros_env, stdout=open(log, "w"), stderr=subprocess.STDOUT, text=True)
+    rclpy.init()
+    node = Node("lifecycle_test_client")
+    get = node.create_client(GetState, "/gags_mapping/get_state")
+    change = node.create_client(ChangeState, "/gags_mapping/change_state")
+    status = []
+    node.create_subscription(MappingStatus, "gags/status", status.append, 10)
+
+    def state():
+        return call_served(node, get, GetState.Request(), timeout=60).current_state.label
+
     try:
-        # the CLI's graph daemon started on its own (one a command spawns keeps its output pipe open)
-        subprocess.run([str(ROS2), "daemon", "start"], env=env, capture_output=True, timeout=60, check=True)
-        deadline = time.monotonic() + 120
-        while "unconfigured" not in (got := subprocess.run(
-                [str(ROS2), "lifecycle", "get", "/gags_mapping"], env=env, capture_output=True, text=True,
-                timeout=60).stdout):
-            assert proc.poll() is None and time.monotonic() < deadline, f"{got}\n{log.read_text()}"
-            time.sleep(0.5)
-        assert got.startswith("unconfigured [1]"), got
-        for transition, state in [("configure", "inactive [2]"), ("activate", "active [3]"),
-                                  ("deactivate", "inactive [2]"), ("cleanup", "unconfigured [1]"),
-                                  ("configure", "inactive [2]"), ("shutdown", "finalized [4]")]:
-            out = _cli(env, f"ros2 lifecycle set /gags_mapping {transition}")
-            assert "Transitioning successful" in out, out
-            assert _cli(env, "ros2 lifecycle get /gags_mapping").startswith(state), transition
-        assert "lifecycle: configure: inactive" in log.read_text()
+        assert state() == "unconfigured", log.read_text()
+        refused = wait_until_served(node, change, ChangeState.Request(transition=Transition(label="no_such")),
+                                    timeout=60)
+        assert not refused.success and state() == "unconfigured"
+        deadline = time.monotonic() + 30
+        while not status and time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        assert status and status[-1].state == "unconfigured", status[-1:]
+        for transition, expected in [("configure", "inactive"), ("activate", "active"), ("deactivate", "inactive"),
+                                     ("cleanup", "unconfigured"), ("shutdown", "finalized")]:
+            answer = call(node, change, ChangeState.Request(transition=Transition(label=transition)), timeout=60,
+                          attempts=1)
+            assert answer.success, (transition, log.read_text())
+            assert state() == expected, transition
     finally:
         text = stop(proc, 15)
-        subprocess.run([str(ROS2), "daemon", "stop"], env=env, capture_output=True, timeout=60)
+        node.destroy_node()
+        rclpy.try_shutdown()
         print(log.read_text(), text)

@@ -91,6 +91,7 @@ class MappingNode(ExplainedParameters, LifecycleNode):
         self.weights_error = ""
         self.worker: Optional[Worker] = None
         self.lifecycle_state = "unconfigured"
+        self._mapping = False  # active: subscribed, the worker mapping, the cloud timer running
         self.transitions: collections.deque = collections.deque(maxlen=8)  # (wall time, text), newest last
         self.lifecycle_error = ""  # why the last transition failed ("" when it succeeded)
         self.rejections = RejectionLog()
@@ -155,8 +156,8 @@ class MappingNode(ExplainedParameters, LifecycleNode):
                           min_backward=Duration(nanoseconds=-int(self.cfg.ros.time_jump_threshold * 1e9)),
                           on_clock_change=False),
             post_callback=lambda jump: self._on_time_jump("clock", math.nan, jump.delta.nanoseconds * 1e-9))
-        self.get_logger().info(f"gags_mapping up, unconfigured (device {self.cfg.device}, renderer "
-                               f"{self.cfg.mapping.renderer}); services under {self.get_namespace()}gags/")
+        self.get_logger().info("gags_mapping up, unconfigured" + (": configuring (ros.autostart)" if
+                                                                  self.cfg.ros.autostart else ""))
         if self.cfg.ros.autostart and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             self.trigger_activate()
 
@@ -230,10 +231,14 @@ class MappingNode(ExplainedParameters, LifecycleNode):
             raise NotConfigured("no worker")
         self._subscribe()
         self.worker.resume()
+        self._mapping = True
         self._apply_periods()
+        self.get_logger().info(f"gags_mapping ready (device {self.cfg.device}, renderer "
+                               f"{self.cfg.mapping.renderer}); services under {self.get_namespace()}gags/")
         return f"subscribed to {len(self.subs)} topics"
 
     def _deactivate(self) -> str:
+        self._mapping = False
         self._unsubscribe()
         with self._lock:
             self.assembler.clear()  # frames still waiting for a pose are not taken any more
@@ -247,6 +252,7 @@ class MappingNode(ExplainedParameters, LifecycleNode):
         return "worker stopped, map and models freed" + ("" if stopped else " (its last step abandoned)")
 
     def _shutdown(self) -> str:
+        self._mapping = False
         self._unsubscribe()
         self.cloud_timer.cancel()
         self._stop_worker()
@@ -531,7 +537,7 @@ class MappingNode(ExplainedParameters, LifecycleNode):
     def _apply_periods(self) -> None:
         r = self.cfg.ros
         self.status_timer.timer_period_ns = int(r.status_period * 1e9)
-        if r.cloud_period > 0 and self.lifecycle_state == "active":
+        if r.cloud_period > 0 and self._mapping:
             self.cloud_timer.timer_period_ns = int(r.cloud_period * 1e9)
             self.cloud_timer.reset()
         else:
