@@ -1,9 +1,9 @@
-"""gags_ros.core.bags without ROS: what BagWriter writes (mcap, sqlite3) reads back byte for byte,
+"""gags_ros.core.io.bags without ROS: what BagWriter writes (mcap, sqlite3) reads back byte for byte,
 in time order, with each topic's type; a type without a standard definition is refused by name."""
 
 import pytest
 
-from gags_ros.core.bags import BagWriter, is_bag, read_messages
+from gags_ros.core.io.bags import BagWriter, is_bag, read_messages
 
 
 @pytest.mark.parametrize("storage,suffix", [("mcap", ".mcap"), ("sqlite3", ".db3")])

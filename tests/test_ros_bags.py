@@ -65,7 +65,7 @@ def record(scene, bag, storage, env, log_dir):
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_bag_replayed_with_sim_time_maps_like_the_topic_stream(storage, topic_stream, tmp_path, ros_env, monkeypatch):
-    from gags_ros.core.bags import read_messages
+    from gags_ros.core.io.bags import read_messages
 
     for k, v in ros_env.items():
         monkeypatch.setenv(k, v)

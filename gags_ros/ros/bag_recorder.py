@@ -3,7 +3,7 @@
     python -m gags_ros.ros.bag_recorder OUT [--storage mcap|sqlite3] [--topics T ...] [--idle S]
 
 A thin node: raw (still serialized) subscriptions to each topic as soon as it appears on the graph,
-messages written with their receive time by :class:`gags_ros.core.bags.BagWriter`. Stops on
+messages written with their receive time by :class:`gags_ros.core.io.bags.BagWriter`. Stops on
 Ctrl-C, after ``--duration`` seconds, or ``--idle`` seconds after the last message once one came.
 Default topics: what the replay node publishes (camera, depth, TF); /clock is not recorded (the
 player makes it from bag time). With ``--ros-args -p use_sim_time:=true`` bag time is the /clock
@@ -23,7 +23,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from ..core.bags import STORAGES, BagWriter
+from ..core.io.bags import STORAGES, BagWriter
 from .dds import ensure_profile_env
 
 DEFAULT_TOPICS = ["/camera/image_raw", "/camera/camera_info", "/camera/depth", "/tf", "/tf_static"]

@@ -35,7 +35,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
-from ..core.bags import is_bag, read_messages, topics
+from ..core.io.bags import is_bag, read_messages, topics
 from ..core.types import Frame
 from .conversions import camera_info_to_msg, image_to_msg, pose_from_matrix, sec_to_stamp, transform_from_matrix
 from .dds import ensure_profile_env
