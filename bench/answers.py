@@ -51,6 +51,8 @@ ABSENT = ["refrigerator", "bicycle", "guitar", "toilet", "laptop", "umbrella", "
 # alternatives worth comparing (bench/results/answers.json: the wider grid of the previous runs).
 GRID = {"default": {},
         "cluster": {"targets": "cluster", "min_coverage": 0.0},
+        "cluster_cov0.5": {"targets": "cluster", "min_coverage": 0.5},
+        "cluster_cov0.2": {"targets": "cluster", "min_coverage": 0.2},
         "peak_gate": {"targets": "peak", "min_coverage": 0.5, "peak_radius": 0.15},
         "mass_t0.8": {"targets": "mass", "threshold": 0.8},
         "mass_t0.9": {"targets": "mass", "threshold": 0.9},

@@ -76,6 +76,8 @@ def requery(a) -> int:
                           {**run.get("overrides", {}), **dict(a.overrides)})
         rows["requery_of"] = f.name
         for name, o in A.GRID.items():
+            if a.only and name not in a.only and name != A.DEFAULT:
+                continue
             rows["answers"][name] = {"present": A._answers(p, texts, o), "absent": A._answers(p, absent, o)}
         rows.update(stages.bench_rows(p, scene.labels, scene.queries, absent, oracle=oracle))
         rows["seconds"] = time.perf_counter() - t0
@@ -219,6 +221,8 @@ def main(argv=None) -> int:
     r.add_argument("--device", default="cpu")
     r.add_argument("--text-cache")
     r.add_argument("--set", dest="overrides", type=ev._parse_override, action="append", default=[])
+    r.add_argument("--only", nargs="+", default=[], help="answer these settings of bench.answers.GRID only "
+                   "(and the default); all when not given")
     k = sub.add_parser("pack", help="shrink saved maps for the trip back from a GPU lease (see pack)")
     k.add_argument("maps")
     k.add_argument("--out", required=True)
