@@ -374,7 +374,7 @@ def report(a) -> int:
             print(f"{name:14s} {cut:6.3f} {s['hit1']:6.1f} {s.get('hit1_whole', 0):6.1f} {s.get('hit1_part', 0):6.1f} "
                   f"{s.get('hit1_subpart', 0):6.1f} {s['hit3']:6.1f} {s['absent_fp']:6.1f}")
     held = None
-    if a.tag == "heldout" and DEFAULT in runs[0]["answers"]:
+    if a.tag == "heldout" and DEFAULT in runs[0]["answers"] and not a.grid_only:
         held = heldout_metrics(runs, DEFAULT, coef, min_conf)
         png = Path(a.png or Path(a.out) / "reliability.png")
         _, conf, y, _ = first_targets(runs, DEFAULT, coef)
@@ -394,7 +394,7 @@ def report(a) -> int:
                per_level={k: v for k, v in s.items() if k.startswith("hit1_")}, queries=s["queries"], **meta)
         record("answers", f"{tag}_hit3", s["hit3"], "%", command, queries=s["queries"], **meta)
         record("answers", f"{tag}_absent_fp", s["absent_fp"], "%", command, queries=s["absent_queries"], **meta)
-    if held is not None:
+    if held is not None:   # the issue's names: the node's default setting only
         mode = runs[0].get("mode", "gad")
         prefix = f"sim_{a.preset}_heldout" if a.preset else "sim_heldout"   # default set: the issue's names
         base = f"{prefix}_{mode}_online"
@@ -446,6 +446,8 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="", help="held-out records' set: '' = the default set (sim_heldout_*), "
                    "e.g. small -> sim_small_heldout_*")
     p.add_argument("--no-record", action="store_true")
+    p.add_argument("--grid-only", action="store_true", help="record the per-setting answers_* records only, "
+                   "not the issue's sim_* ones (for run files whose \"default\" is not the node's default any more)")
     a = ap.parse_args(argv)
     a.argv = argv
     return {"run": run, "calibrate": calibrate, "report": report}[a.cmd](a)
