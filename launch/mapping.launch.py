@@ -6,7 +6,7 @@ streaming a dataset or a bag). The mapping node is a lifecycle node that configu
 itself when autostart:=true (the default; ros.autostart), so no lifecycle tools or events are
 needed here; autostart:=false leaves it unconfigured for `ros2 lifecycle set` or a lifecycle manager. The node list comes from gags_ros.ros.launch_spec, shared with `gags-launch`,
 the equivalent command for machines without `ros2 launch`. rviz:=true where rviz2 is not installed
-logs one line and starts the rest (launch_ros would stop with an exception and orphan the nodes it
+logs one line (launch_spec.not_installed_line: which package to install) and starts the rest (launch_ros would stop with an exception and orphan the nodes it
 had started).
 """
 
@@ -15,7 +15,7 @@ from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from gags_ros.ros.launch_spec import LAUNCH_ARGS, installed, nodes_from_launch_args
+from gags_ros.ros.launch_spec import LAUNCH_ARGS, installed, nodes_from_launch_args, not_installed_line
 
 
 def _nodes(context):
@@ -23,7 +23,7 @@ def _nodes(context):
     actions = []
     for s in nodes_from_launch_args(values):
         if not installed(s):
-            actions.append(LogInfo(msg=f"{s.executable} is not installed (package {s.package}); not started"))
+            actions.append(LogInfo(msg=not_installed_line(s)))
             continue
         actions.append(Node(package=s.package, executable=s.executable, name=s.name,
                             namespace=s.namespace or None, parameters=s.parameters, remappings=s.remappings,

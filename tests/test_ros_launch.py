@@ -93,10 +93,55 @@ def test_rviz_absent_is_one_line_and_sigint_stops_the_node_in_time(ros_env, tmp_
         launch.kill()
     out = launch.text
     assert sum("rviz2 is not installed" in line for _, line in launch.lines) == 1, out
+    assert "install the ROS 2 package rviz2" in out, out
     assert "Traceback" not in out and "Exception" not in out and "SIGTERM" not in out, out
     assert seconds < SHUTDOWN_BOUND_S, out
     assert _gone(pid) and launch.proc.returncode == 0, out
     print(f"node gone {seconds:.2f} s after SIGINT (idle)")
+
+
+def test_gags_launch_without_rviz_prints_one_line_and_starts_the_rest_unchanged(ros_env, tmp_path):
+    """`gags-launch rviz:=true replay:=...` where rviz2 is not on PATH: the same commands as without
+    rviz:=true, one line naming the package to install, and both nodes run (the replay node streams
+    its frames to the activated mapping node's subscriptions and exits 0, then gags-launch stops the
+    mapping node, which exits 0 too)."""
+    import shutil
+
+    from gags_ros.ros.launcher import specs_from_args
+    from gags_ros.sim.dataset import generate
+
+    assert shutil.which("rviz2") is None, "this test is about a machine without RViz"
+    scene = generate(tmp_path / "scene", seed=0, preset="small", walk=3, orbit=0, closeups=0)
+    params = random_weights_params(tmp_path, **{"teacher.sim_dataset": str(scene), "ros.depth_topic": "camera/depth"})
+    args = [f"params_file:={params}", "device:=cpu",
+            f"replay:={scene} --rate 10 --max-frames 2 --split all --wait-subscribers 60"]
+    with_rviz = specs_from_args(args + ["rviz:=true"])
+    assert [s.executable for s in with_rviz] == ["mapping_node", "replay_node", "rviz2"]
+    assert [s.ros_args() for s in with_rviz[:2]] == [s.ros_args() for s in specs_from_args(args)]
+
+    env = dict(ros_env, PATH=f"{sys.prefix}/bin{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "gags_ros.ros.launcher"] + args + ["rviz:=true"], env=env,
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(line.rstrip() for line in proc.stdout), daemon=True)
+    reader.start()
+    try:  # gags-launch ends when the replay node has streamed its frames and exited, stopping the mapping node
+        assert proc.wait(90) == 0, "\n".join(lines)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    reader.join(5)
+    out = "\n".join(lines)
+    missing = [line for line in lines if "is not installed" in line]
+    assert missing == ["[gags-launch] rviz2 is not installed, so it is not started (install the ROS 2 package "
+                       f"rviz2, e.g. apt install ros-{os.environ.get('ROS_DISTRO') or '<distro>'}-rviz2); the "
+                       "other nodes start as usual"], out
+    started = [line for line in lines if line.startswith("[gags-launch] ") and " -m gags_ros.ros." in line]
+    assert len(started) == 2 and "gags_ros.ros.mapping_node" in started[0] and "replay_node" in started[1], out
+    assert any("gags_mapping ready" in line for line in lines), out
+    assert "replay finished: " in out and "Traceback" not in out, out
 
 
 def _teacher_params(tmp_path) -> Path:

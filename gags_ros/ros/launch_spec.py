@@ -117,6 +117,16 @@ def installed(spec: NodeSpec) -> bool:
         return False
 
 
+def not_installed_line(spec: NodeSpec) -> str:
+    """The one line both launchers print for a node that is not installed (RViz with ``rviz:=true``):
+    which package to install; the other nodes start as they would without it."""
+    import os
+
+    distro = os.environ.get("ROS_DISTRO") or "<distro>"
+    return (f"{spec.executable} is not installed, so it is not started (install the ROS 2 package {spec.package}, "
+            f"e.g. apt install ros-{distro}-{spec.package.replace('_', '-')}); the other nodes start as usual")
+
+
 # Arguments of mapping.launch.py (name: (default, description)); gags-launch takes the same.
 LAUNCH_ARGS: Dict[str, Tuple[str, str]] = {
     "params_file": ("", "Parameter file (default: the package's config/mapping.yaml)"),

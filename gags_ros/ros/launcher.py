@@ -16,7 +16,7 @@ import time
 from typing import List, Optional, Sequence
 
 from .dds import ensure_profile_env
-from .launch_spec import LAUNCH_ARGS, NodeSpec, nodes_from_launch_args
+from .launch_spec import LAUNCH_ARGS, NodeSpec, nodes_from_launch_args, not_installed_line
 
 
 def specs_from_args(argv: Sequence[str]) -> List[NodeSpec]:
@@ -41,7 +41,7 @@ def start(specs: Sequence[NodeSpec], env: Optional[dict] = None) -> List[subproc
         if not s.module:  # a non-Python node (RViz): start its executable if installed
             exe = shutil.which(s.executable)
             if exe is None:
-                print(f"[gags-launch] {s.executable} is not installed; not started", flush=True)
+                print(f"[gags-launch] {not_installed_line(s)}", flush=True)
                 continue
             cmd = [exe] + s.ros_args()
         else:
