@@ -21,10 +21,13 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 FRAMES = 8
 RATE = 5.0
-# The demo's CPU map with fewer steps, settled soon after the stream: the queries see a map that no
-# longer changes. Every target shown (min_confidence 0): this is about the map, not the calibration.
-PARAMS = {"mapping.steps_per_keyframe": 15, "language.steps_per_keyframe": 40, "mapping.final_refine_steps": 30,
-          "query.min_confidence": 0.0}
+# The demo's CPU map with fewer steps and smaller images (64 px wide, the demo's 96: the CPU
+# renderer's cost grows with pixels; this module 283 -> 160 s on the shared 2-core machine, mapping
+# 80 -> 35 s a stream, hit@1 33 % in all three streams either way), settled soon after the stream:
+# the queries see a map that no longer changes. Every target shown (min_confidence 0): this is
+# about the map, not the calibration.
+PARAMS = {"mapping.max_image_width": 64, "mapping.steps_per_keyframe": 15, "language.steps_per_keyframe": 30,
+          "mapping.final_refine_steps": 20, "query.min_confidence": 0.0}
 
 
 def every_visible_query(scene_dir, queries, n_frames):
@@ -86,7 +89,9 @@ def test_bag_replayed_with_sim_time_maps_like_the_topic_stream(storage, topic_st
     s = demo.run(tmp_path, frames=FRAMES, device="cpu", timeout=600, settle=True, log=print, pick=every_visible_query,
                  extra_params=dict(PARAMS, use_sim_time=True), replay_args=[str(bag), "--clock"])
     assert s["frames_received"] == FRAMES and s["frames_dropped"] == 0 and s["frames_rejected"] == 0, s
-    # the same queries (picked from the ground truth), the same quality
+    # the same queries (picked from the ground truth), the same quality, of a map that finds objects
+    # (a map that found none would match any other: 0 == 0)
+    assert reference["hit1"] >= 15.0, reference["hit1"]
     assert [q["text"] for q in s["queries"]] == [q["text"] for q in reference["queries"]]
     assert abs(s["hit1"] - reference["hit1"]) <= 5.0, (s["hit1"], reference["hit1"], json.dumps(s["queries"]))
     # stamps in bag time: the status that showed the map done is stamped with the last /clock, the
