@@ -93,6 +93,8 @@ def main() -> int:
     ap.add_argument("--note", default="", help="free text kept with the records (e.g. 'CPU smoke run')")
     ap.add_argument("--no-record", action="store_true")
     ap.add_argument("--json", help="also write every figure here")
+    ap.add_argument("--out", help="write the recipe variant's encoder (with the image tower) here, e.g. the "
+                                  "node's clipgs.encoder_path")
     args = ap.parse_args()
     check_disjoint(args.train_seeds, args.eval_seeds)
     if args.threads:
@@ -161,9 +163,17 @@ def main() -> int:
     print(f"[bench] total {total_s:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
+    main_v = "from_xyzrgb" if "from_xyzrgb" in res else args.variants[0]
+    if args.out:
+        from gags_ros.core.clipgs.encoder import save_encoder
+
+        meta = {"train_config": dataclasses.asdict(cfg), "vocabulary": vocab, "text_model": "all-MiniLM-L6-v2",
+                "variant": main_v, "train_seeds": args.train_seeds, "map_steps": args.map_steps,
+                "metrics_map": {k: v for k, v in res[main_v].items() if isinstance(v, dict)},
+                "image_tower": {"config": tower.config(), "view_size": cfg.view_size, "views": cfg.views}}
+        print(f"[bench] wrote {save_encoder(args.out, encs[main_v], meta, image_tower=tower)}")
 
     kind = args.record_kind or ("optimised" if "optimised" in evals else "seeded")
-    main_v = "from_xyzrgb" if "from_xyzrgb" in res else args.variants[0]
     m = res[main_v][kind]
     rows = [("clipgs_map_top1", m["top1"]), ("clipgs_map_top1_ci_low", m["top1_ci_low"]),
             ("clipgs_map_top1_ci_high", m["top1_ci_high"]), ("clipgs_map_r1_3d_text", m["r1_3d_text"]),
