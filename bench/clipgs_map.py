@@ -41,12 +41,14 @@ import numpy as np
 import torch
 
 from gags_ros.core.clipgs.classify import render_and_embed
+from gags_ros.core.clipgs.objects import ObjectGaussians
 from gags_ros.core.clipgs.text import TextEmbedder
 from gags_ros.core.render.factory import make_renderer
 from gags_ros.eval.clipgs_metrics import map_metrics
 from gags_ros.sim import CATEGORIES
-from gags_ros.sim.clipgs_mapdata import (EVAL_SEEDS, TRAIN_SEEDS, MapAugment, build_map_dataset, check_disjoint,
-                                         map_scene_objects)
+from gags_ros.sim.clipgs_mapdata import (EVAL_SEEDS, TRAIN_SEEDS, MapAugment, MapObjectSample, build_map_dataset,
+                                         check_disjoint, map_scene_objects)
+from gags_ros.sim.clipgs_objects import SampledObject
 from gags_ros.sim.clipgs_train import (build_triplets, embed_views, encode_attrs, full_config, init_from_xyzrgb,
                                        quick_config, synthetic_split, train_encoder, train_image_tower)
 from gags_ros.sim.text_model import encode_texts
@@ -55,19 +57,22 @@ VARIANTS = ("xyzrgb", "scratch", "from_xyzrgb")
 
 
 def load_maps(seeds, args) -> list:
-    """Map objects of rooms ``seeds`` (cached per room and step list in ``--cache``)."""
+    """Map objects of rooms ``seeds`` (cached per room and step list in ``--cache``, format 2)."""
     out = []
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     for s in seeds:
-        f = cache / f"scene{s}_steps{'-'.join(map(str, sorted(args.map_steps)))}.pt"
-        if f.is_file():
-            objs = torch.load(f, weights_only=False)   # our own cache, written below
+        f = cache / f"v2_scene{s}_steps{'-'.join(map(str, sorted(args.map_steps)))}.pt"
+        if f.is_file():   # plain tensors, numbers and strings: read weights-only (docs/security.md)
+            objs = [MapObjectSample(SampledObject(ObjectGaussians(*d["gaussians"]), d["category"], d["label"],
+                                                  d["parts"], d["scene"], d["whole_id"]), d["kind"])
+                    for d in torch.load(f, weights_only=True)]
         else:
             objs = map_scene_objects(s, args.map_steps, args.device, args.renderer)
-            objs = [dataclasses.replace(o, obj=dataclasses.replace(o.obj, gaussians=o.obj.gaussians.to("cpu")))
-                    for o in objs]
-            torch.save(objs, f)
+            g = [o.obj.gaussians.to("cpu") for o in objs]
+            torch.save([{"gaussians": [x.means, x.quats, x.scales, x.opacities, x.rgb], "category": o.obj.category,
+                         "label": o.obj.label, "parts": list(o.obj.part_labels), "scene": o.obj.scene_seed,
+                         "whole_id": o.obj.whole_id, "kind": o.kind} for o, x in zip(objs, g)], f)
         out += objs
     return out
 

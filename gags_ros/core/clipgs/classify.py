@@ -240,6 +240,8 @@ class ObjectIndex:
 
     ``objects``: :class:`MapObject` list (from query targets or :func:`language_clusters`).
     ``embeddings``: ``[M, E]`` unit vectors. ``encode_ms``: encoder time per object (ms).
+    ``proposals`` > 0 with objects that carry field embeddings (language clusters): answers are
+    two-stage (:func:`two_stage`: the language field proposes, CLIP-GS ranks); else CLIP-GS alone.
     """
 
     def __init__(self, encoder: ClipGSEncoder, gmap, objects: Sequence[MapObject], text: TextFn,
