@@ -113,5 +113,7 @@ def test_clipgs_classify_and_retrieve(mapped, tmp_path):
     hits = mapped.retrieve_objects("a table", max_results=3)
     sims = [s for _, s in hits]
     assert 1 <= len(hits) <= 3 and sims == sorted(sims, reverse=True)
+    # Clusters carry the language field's view of them: answers are two-stage (clipgs.proposals).
+    assert mapped._object_index("clusters").two_stage and mapped.cfg.clipgs.proposals == 5
     with pytest.raises(ValueError, match="source"):
         mapped.classify_objects(source="nonsense")

@@ -305,6 +305,9 @@ class ClipGSConfig:
                                   lo=0.0, hi=100.0)
     min_cluster_gaussians: int = param(64, "Object proposals: smallest object kept", unit="Gaussians",
                                        lo=1, hi=10_000_000)
+    proposals: int = param(5, "Two-stage answers: the language field proposes this many objects (RetrieveObjects) "
+                           "or labels (ClassifyObjects; at least the number asked for) and CLIP-GS ranks them; "
+                           "0 = CLIP-GS alone over all", unit="candidates", lo=0, hi=10_000)
 
 
 @dataclass

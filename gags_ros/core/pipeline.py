@@ -318,8 +318,10 @@ class GagsPipeline:
             with self.mapper.lock:
                 self._clipgs_index = ObjectIndex.from_language_field(
                     self._clipgs_encoder, g, self.distiller.field, text, similarity=c.cluster_similarity,
-                    radius=c.cluster_radius, min_gaussians=c.min_cluster_gaussians)
+                    radius=c.cluster_radius, min_gaussians=c.min_cluster_gaussians,
+                    proposals=c.proposals)
             self._clipgs_key = key
+        self._clipgs_index.proposals = c.proposals   # a parameter change applies without re-encoding
         return self._clipgs_index
 
     def classify_objects(self, vocabulary: Sequence[str] = (), source: str = "clusters", query_text: str = "",

@@ -54,8 +54,8 @@ from .scene import CATEGORIES
 from .text_model import encode_texts
 
 __all__ = ["TrainConfig", "Triplets", "quick_config", "full_config", "synthetic_split", "build_triplets",
-           "train_image_tower", "embed_views", "train_encoder", "text_infonce", "image_voting_infonce",
-           "evaluate", "encode_attrs", "view_weight_stats", "main"]
+           "train_image_tower", "embed_views", "train_encoder", "init_from_xyzrgb", "text_infonce",
+           "image_voting_infonce", "evaluate", "encode_attrs", "view_weight_stats", "main"]
 
 
 @dataclass
@@ -297,19 +297,30 @@ def train_encoder(
     cfg: TrainConfig,
     voting: Optional[bool] = None,
     log: Callable[[str], None] = print,
+    init: Optional[ClipGSEncoder] = None,
+    steps: Optional[int] = None,
 ) -> tuple:
     """Train one encoder; returns ``(encoder in eval mode, history)`` where history holds the
-    per-step ``loss``, ``text`` and ``image`` values."""
+    per-step ``loss``, ``text`` and ``image`` values. ``init``: start from this encoder's weights
+    (a copy; see :func:`init_from_xyzrgb`) instead of a random initialisation; ``steps``: override
+    ``cfg.steps`` (fine-tuning)."""
     dev = torch.device(cfg.device)
     voting = cfg.voting if voting is None else voting
     torch.manual_seed(cfg.seed * 7 + 2)
     g = torch.Generator().manual_seed(cfg.seed * 7 + 3)
-    enc = ClipGSEncoder(enc_cfg).to(dev)
+    if init is not None:
+        if dataclasses.asdict(init.cfg) != dataclasses.asdict(enc_cfg):
+            raise ValueError("train_encoder: init's config differs from enc_cfg")
+        enc = ClipGSEncoder(enc_cfg).to(dev)
+        enc.load_state_dict(init.state_dict())
+    else:
+        enc = ClipGSEncoder(enc_cfg).to(dev)
+    n_steps = cfg.steps if steps is None else int(steps)
     decay = [p for n, p in enc.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in enc.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    total = max(cfg.steps, 1)
+    total = max(n_steps, 1)
 
     def lr_at(step: int) -> float:
         if step < cfg.warmup:
@@ -325,7 +336,7 @@ def train_encoder(
     hist = {"loss": [], "text": [], "image": []}
     n_orders = len(enc_cfg.orders)
     enc.train()
-    for step in range(cfg.steps):
+    for step in range(n_steps):
         pick = torch.randperm(M, generator=g)[: min(cfg.batch_size, M)].to(dev)
         x = _augment(trip.attrs[pick], g)
         order = int(torch.randint(0, n_orders, (1,), generator=g)) if enc_cfg.tokenizer == "gs" else 0
@@ -343,11 +354,47 @@ def train_encoder(
         opt.step()
         sched.step()
         hist["loss"].append(loss.item()); hist["text"].append(l_text.item()); hist["image"].append(l_img.item())
-        if cfg.log_every and (step % cfg.log_every == 0 or step == cfg.steps - 1):
+        if cfg.log_every and (step % cfg.log_every == 0 or step == n_steps - 1):
             log(f"[encoder] step {step:5d} loss {hist['loss'][-1]:.4f} text {hist['text'][-1]:.4f} "
                 f"image {hist['image'][-1]:.4f} scale {scale.item():.1f}")
     enc.eval()
     return enc, hist
+
+
+@torch.no_grad()
+def init_from_xyzrgb(xyzrgb: ClipGSEncoder, cfg: Optional[EncoderConfig] = None) -> ClipGSEncoder:
+    """The paper's initialisation recipe in miniature: a CLIP-GS encoder (GS tokenizer, all 19
+    attributes) whose every shared part is copied from a trained position + colour encoder
+    (``attributes="xyzrgb"``, ``tokenizer="point"``) and whose 3DGS-attribute branch is
+    zero-initialised, so it starts out computing exactly what ``xyzrgb`` computes.
+
+    Copied: the mini PointNet over position + colour, the token projection, the positional MLP,
+    CLS, transformer, norm, head and logit scale. Zeroed: the refinement branch's last layer (its
+    output, added to the PointNet's, is 0 while its hidden layers keep their random start so
+    gradients flow once the last layer moves), the serialisation-order embedding and the sequence
+    embedding (the point encoder has neither; the transformer without them is order-invariant, so
+    reading the patches in a curve's order changes nothing). ``cfg``: the new encoder's config
+    (default: xyzrgb's with ``attributes="all"``, ``tokenizer="gs"``).
+    """
+    src = xyzrgb.cfg
+    if src.attributes != "xyzrgb" or src.tokenizer != "point":
+        raise ValueError(f"init_from_xyzrgb: expected an xyz+rgb point encoder, got attributes={src.attributes!r}, "
+                         f"tokenizer={src.tokenizer!r}")
+    cfg = cfg or dataclasses.replace(src, attributes="all", tokenizer="gs")
+    if cfg.tokenizer != "gs" or cfg.attributes != "all":
+        raise ValueError("init_from_xyzrgb: the new encoder must use the GS tokenizer on all attributes")
+    enc = ClipGSEncoder(cfg).to(xyzrgb.device)
+    missing, unexpected = enc.load_state_dict(xyzrgb.state_dict(), strict=False)
+    if unexpected:
+        raise ValueError(f"init_from_xyzrgb: shapes differ ({unexpected})")
+    last = enc.tokenizer.refine_mlp.net[-1]
+    for p in (last.weight, last.bias, enc.tokenizer.order_embed.weight, enc.seq_embed):
+        p.zero_()
+    left = [k for k in missing if not (k.startswith("tokenizer.refine_mlp.") or k in
+                                       ("tokenizer.order_embed.weight", "seq_embed"))]
+    if left:
+        raise ValueError(f"init_from_xyzrgb: not initialised from xyz+rgb: {left}")
+    return enc
 
 
 @torch.no_grad()

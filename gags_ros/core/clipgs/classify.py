@@ -21,7 +21,7 @@ from .objects import ObjectGaussians, canonicalize, object_from_map
 from .text import TextFn
 from .views import ImageTower, ViewSet, render_views, ring_cameras
 
-__all__ = ["MapObject", "ObjectIndex", "Classification", "classify", "retrieve", "render_and_embed",
+__all__ = ["MapObject", "ObjectIndex", "Classification", "classify", "retrieve", "two_stage", "render_and_embed",
            "classification_metrics", "retrieval_metrics", "language_clusters"]
 
 
@@ -35,6 +35,7 @@ class MapObject:
     box_min: np.ndarray
     box_max: np.ndarray
     source: str = ""
+    field_embedding: Optional[np.ndarray] = None   # [E] unit mean of the language field over it (proposals)
 
 
 @dataclass
@@ -74,6 +75,26 @@ def retrieve(
     q = text([query]).to(obj_emb)[0]
     s, i = (obj_emb @ q).topk(min(k, obj_emb.shape[0]))
     return i.cpu().numpy(), s.cpu().numpy()
+
+
+def two_stage(
+    field_sim: torch.Tensor,            # [R, C] language field: row x candidate similarity (proposes)
+    clip_sim: torch.Tensor,             # [R, C] CLIP-GS: the same pairs (re-scores)
+    proposals: int,
+    k: int,
+) -> tuple:
+    """Two-stage ranking: per row, the language field proposes its ``proposals`` best candidates and
+    CLIP-GS re-ranks those alone; the other candidates are never returned. Rows are queries and
+    candidates objects (retrieval) or rows objects and candidates labels (classification).
+    ``proposals <= 0`` or ``>= C``: CLIP-GS alone over every candidate.
+    Returns ``(indices [R, k'], CLIP-GS scores [R, k'])`` best first, ``k' = min(k, proposals, C)``."""
+    if field_sim.shape != clip_sim.shape:
+        raise ValueError(f"two_stage: field {tuple(field_sim.shape)} and CLIP-GS {tuple(clip_sim.shape)} differ")
+    C = clip_sim.shape[1]
+    p = C if proposals <= 0 else min(proposals, C)
+    prop = field_sim.topk(p, dim=1).indices                             # [R, p]
+    s, j = clip_sim.gather(1, prop).topk(min(k, p), dim=1)              # re-score the proposals
+    return prop.gather(1, j), s
 
 
 # ------------------------------------------------------------------------------------------------
@@ -208,7 +229,9 @@ def language_clusters(
         for c in torch.unique(comp):
             part = sel[comp == c]
             if part.numel() >= min_gaussians:
-                out.append(_map_object(gmap, eligible[part], f"cluster {len(out)}"))
+                o = _map_object(gmap, eligible[part], f"cluster {len(out)}")
+                o.field_embedding = torch.nn.functional.normalize(emb[part].mean(0), dim=0).cpu().numpy()
+                out.append(o)
     return out
 
 
@@ -217,15 +240,28 @@ class ObjectIndex:
 
     ``objects``: :class:`MapObject` list (from query targets or :func:`language_clusters`).
     ``embeddings``: ``[M, E]`` unit vectors. ``encode_ms``: encoder time per object (ms).
+    ``proposals`` > 0 with objects that carry field embeddings (language clusters): answers are
+    two-stage (:func:`two_stage`: the language field proposes, CLIP-GS ranks); else CLIP-GS alone.
     """
 
-    def __init__(self, encoder: ClipGSEncoder, gmap, objects: Sequence[MapObject], text: TextFn):
+    def __init__(self, encoder: ClipGSEncoder, gmap, objects: Sequence[MapObject], text: TextFn,
+                 proposals: int = 0):
         self.encoder, self.text = encoder, text
         self.objects: List[MapObject] = list(objects)
+        self.proposals = int(proposals)
         t0 = time.perf_counter()
         gs = [object_from_map(gmap, torch.as_tensor(o.indices)) for o in self.objects]
         self.embeddings = encoder.encode_objects(gs) if gs else torch.zeros(0, encoder.cfg.embed_dim, device=encoder.device)
         self.encode_ms = 1000.0 * (time.perf_counter() - t0) / max(len(gs), 1)
+        # [M, E] language-field embeddings of the objects (stage one), when every object has one.
+        have = bool(self.objects) and all(o.field_embedding is not None for o in self.objects)
+        self.field_embeddings = (torch.as_tensor(np.stack([o.field_embedding for o in self.objects])).to(self.embeddings)
+                                 if have else None)
+
+    @property
+    def two_stage(self) -> bool:
+        """Whether answers are two-stage (the language field proposes, CLIP-GS re-scores)."""
+        return self.proposals > 0 and self.field_embeddings is not None
 
     @staticmethod
     def from_targets(encoder: ClipGSEncoder, gmap, targets, text: TextFn) -> "ObjectIndex":
@@ -239,12 +275,22 @@ class ObjectIndex:
         return ObjectIndex(encoder, gmap, objs, text)
 
     @staticmethod
-    def from_language_field(encoder: ClipGSEncoder, gmap, field, text: TextFn, **cluster_kw) -> "ObjectIndex":
-        """Objects = :func:`language_clusters` of the map (no text needed to find them)."""
-        return ObjectIndex(encoder, gmap, language_clusters(gmap, field, **cluster_kw), text)
+    def from_language_field(encoder: ClipGSEncoder, gmap, field, text: TextFn, proposals: int = 0,
+                            **cluster_kw) -> "ObjectIndex":
+        """Objects = :func:`language_clusters` of the map (no text needed to find them); with
+        ``proposals`` > 0 answers are two-stage (:func:`two_stage`)."""
+        return ObjectIndex(encoder, gmap, language_clusters(gmap, field, **cluster_kw), text, proposals)
 
     def classify(self, vocabulary: Sequence[str], k: int = 5) -> List[Classification]:
-        return classify(self.embeddings, vocabulary, self.text, k)
+        """Top-``k`` labels per object; two-stage (the field proposes ``max(proposals, k)`` labels,
+        CLIP-GS ranks them) when :attr:`two_stage`, else CLIP-GS alone."""
+        if not self.two_stage:
+            return classify(self.embeddings, vocabulary, self.text, k)
+        if len(vocabulary) == 0:
+            raise ValueError("classify: empty vocabulary")
+        T = self.text(list(vocabulary)).to(self.embeddings)
+        idx, s = two_stage(self.field_embeddings @ T.T, self.embeddings @ T.T, max(self.proposals, k), k)
+        return [Classification([vocabulary[j] for j in row.tolist()], srow.tolist()) for row, srow in zip(idx, s)]
 
     def labelled(self, vocabulary: Sequence[str], k: int = 1) -> List[dict]:
         """What a marker publisher needs, one dict per object: ``position`` [3] (centroid, m),
@@ -258,6 +304,11 @@ class ObjectIndex:
         return out
 
     def retrieve(self, query: str, k: int = 5) -> List[tuple]:
-        """``[(MapObject, score)]`` best first."""
-        idx, s = retrieve(self.embeddings, query, self.text, k)
-        return [(self.objects[i], float(v)) for i, v in zip(idx, s)]
+        """``[(MapObject, CLIP-GS score)]`` best first; two-stage (the field proposes
+        ``max(proposals, k)`` objects, CLIP-GS ranks them) when :attr:`two_stage`."""
+        if not self.two_stage:
+            idx, s = retrieve(self.embeddings, query, self.text, k)
+            return [(self.objects[i], float(v)) for i, v in zip(idx, s)]
+        q = self.text([query]).to(self.embeddings)
+        idx, s = two_stage(q @ self.field_embeddings.T, q @ self.embeddings.T, max(self.proposals, k), k)
+        return [(self.objects[i], float(v)) for i, v in zip(idx[0].tolist(), s[0].tolist())]
