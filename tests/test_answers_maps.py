@@ -40,11 +40,12 @@ def test_saved_maps_answer_again_as_when_built(tmp_path):
     assert answers_maps.main(["requery", str(unpacked), str(data), "--out", str(again2)]) == 0
     (u,) = [json.loads(p.read_text()) for p in again2.glob("*.json")]
     same = near = 0
-    for a_, b_ in zip(u["answers"]["default"]["present"], built["answers"]["default"]["present"]):
-        if a_ and b_:
-            same += 1
-            near += sum((x - y) ** 2 for x, y in zip(a_[0]["loc"], b_[0]["loc"])) ** 0.5 < 0.01
-    assert same > 0 and near >= 0.8 * same
+    for name in built["answers"]:            # every setting (a 64x48 map leaves some without targets)
+        for a_, b_ in zip(u["answers"][name]["present"], built["answers"][name]["present"]):
+            if a_ and b_:
+                same += 1
+                near += sum((x - y) ** 2 for x, y in zip(a_[0]["loc"], b_[0]["loc"])) ** 0.5 < 0.01
+    assert same > 20 and near >= 0.8 * same
     assert len(u["oracle3d"]["present"]) == len(built["oracle3d"]["present"])
 
 

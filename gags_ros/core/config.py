@@ -223,15 +223,16 @@ class QueryConfig:
     peak_radius: float = param(0.05, "A target's location and score come from its Gaussians within this "
                                "distance of its most relevant one (its relevancy peak); its box still "
                                "covers all its Gaussians", unit="m", lo=0.0, hi=100.0)
-    targets: str = param("cluster", "How targets are extracted: cluster (the default: connected components of "
-                         "the selected Gaussians after the neighbour cleanup, located at their relevancy peak), "
-                         "mass (peaks of relevant mass: opacity x relevancy summed within mass_radius spacing "
-                         "units) or peak (the most relevant known Gaussian, then the next one at least "
-                         "nms_radius away, ...). Chosen on the GPU maps of the varied generator's training "
-                         "seeds 0-2 (default set, 640x480, 181 queries): hit@1 47.0 % cluster vs 35.4 % mass, "
-                         "better on each of the 3 maps; on the packed map of seed 0 the 3D label oracle "
-                         "91.1 % vs 78.6 %. On the 160x120 CPU maps mass wins (26.5 % vs 5.5 %: their "
-                         "Gaussians are 3 cm, the cluster radii are metres); docs/results/answers.md",
+    targets: str = param("mass", "How targets are extracted: mass (the default: peaks of relevant mass, opacity x "
+                         "relevancy summed within mass_radius spacing units), cluster (connected components of "
+                         "the selected Gaussians after the neighbour cleanup, located at their relevancy peak) "
+                         "or peak (the most relevant known Gaussian, then the next one at least nms_radius "
+                         "away, ...). On the 160x120 CPU training maps mass 26.5 %, cluster 5.5 % hit@1; on the "
+                         "GPU maps of training seeds 0-2 (default set) cluster 47.0 % vs mass 35.4 % (oracle "
+                         "80.7 vs 67.4 %), but its radii are metres: on coarse maps (the CPU demo, the CLI "
+                         "tests' scene) it finds nothing. Mass stays the default until the cluster radii "
+                         "follow the map's spacing; "
+                         "docs/results/answers.md",
                          choices=["cluster", "peak", "mass"])
     mass_radius: float = param(3.0, "targets=mass: a peak's relevant mass, location and score come from the "
                                "selected Gaussians within this many spacing units (the median geometric-mean "
@@ -253,10 +254,8 @@ class QueryConfig:
     min_peak_support: int = param(3, "targets=peak: a relevancy peak with fewer selected Gaussians within "
                                   "peak_radius (itself included) is a speck, not a target", unit="Gaussians",
                                   lo=1, hi=100_000)
-    min_coverage: float = param(0.2, "Gaussians whose share of teacher-supervised blend weight (language "
-                                "coverage) is below this are unknown: never selected, never a target; 0 = off. "
-                                "0.2: on the GPU training maps (seeds 0-2) cluster targets answer as without the "
-                                "gate (seed 2: hit@1 51.6 % at 0.2 and at 0, 46.8 % at 0.5)",
+    min_coverage: float = param(0.5, "Gaussians whose share of teacher-supervised blend weight (language "
+                                "coverage) is below this are unknown: never selected, never a target; 0 = off",
                                 lo=0.0, hi=1.0)
     max_targets: int = param(5, "Default number of targets per query", unit="targets", lo=1, hi=1000)
     min_score: float = param(0.45, "Default minimum target score (mean raw relevancy around the target's "
@@ -264,20 +263,21 @@ class QueryConfig:
                              "highest value that still answers >= 85 % of the queries of objects present "
                              "in the simulation with CLIP-like teacher cosines (docs/results/"
                              "sim_regimes_small_cpu.md)", lo=0.0, hi=1.0)
-    calibration: list = param([-6.98, 4.0, 9.103, 9.395, 0.08103, -1.276],
+    calibration: list = param([-5.542, 1.102, 19.76, 9.796, 0.3974, -0.2627],
                               "Coefficients of the target confidence, sigmoid(c . x) over x = [1, score, "
                               "score - median raw relevancy of the eligible Gaussians, score - their 0.9 "
                               "quantile, ln(1 + Gaussians behind the score), log10(selected / eligible "
                               "Gaussians)] (gags_ros/core/calibration.py). Produced only by `python -m "
-                              "bench.answers calibrate` on training scenes: this value from the GPU maps of the "
-                              "varied generator's training seeds 0-2 (default set, targets=cluster, 212 first "
-                              "targets, training ECE 5.8 %; docs/results/answers.md)",
+                              "bench.answers calibrate` on training scenes: this value from the 3 small-preset CPU "
+                              "maps of the varied generator's training seeds 0-2 (--quick, targets=mass, 217 "
+                              "first targets, training ECE 4.9 %; docs/results/answers.md), to be refitted on "
+                              "GPU maps of seeds 0-9",
                               lo=-1e4, hi=1e4)
-    min_confidence: float = param(0.251, "Targets with a lower confidence (calibrated probability of being "
+    min_confidence: float = param(0.123, "Targets with a lower confidence (calibrated probability of being "
                                   "right) are not answers; when none reaches it the answer is 'not found' "
                                   "(success, zero targets); 0 = off. Chosen by `python -m bench.answers "
                                   "calibrate` with the coefficients: the least cut at which absent-object "
-                                  "queries get a target at most 10 % of the time on the training maps (8.3 %; hit@1 40.9 %)",
+                                  "queries get a target at most 10 % of the time on the training maps (8.3 %; hit@1 24.9 %)",
                                   lo=0.0, hi=1.0)
     chunk_size: int = param(1_000_000, "Gaussians decoded per chunk", unit="Gaussians", lo=1_000,
                             hi=100_000_000)
