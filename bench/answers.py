@@ -121,7 +121,8 @@ def run(a) -> int:
     out.mkdir(parents=True, exist_ok=True)
     dirs = [d for d in ev.scene_dirs(a.dataset) if not a.scenes or d.name in a.scenes]
     if not dirs:   # a wrong folder or scene name must not pass for a run with nothing to report
-        print(f"no scene {' '.join(a.scenes) or ''} in {a.dataset}".replace("  ", " "), file=sys.stderr)
+        print(f"no scene {' '.join(a.scenes)} in {a.dataset}" if a.scenes else f"no scene in {a.dataset}",
+              file=sys.stderr)
         return 1
     for d in dirs:
         scene = ev.load_scene(d)

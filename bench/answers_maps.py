@@ -90,16 +90,18 @@ def requery(a) -> int:
 PACK_FORMAT = "gags_ros-answers-pack"
 
 
-def _q(x: torch.Tensor, dtype, levels: int) -> dict:
-    """Per-column min-max quantisation of ``x`` ``[N, C]`` to ``levels`` steps stored as ``dtype``."""
+def _q(x: torch.Tensor, dtype) -> dict:
+    """Per-column min-max quantisation of ``x`` ``[N, C]`` to every value of the integer ``dtype``
+    (uint8 or int16)."""
+    info = torch.iinfo(dtype)
     x = x.float().reshape(x.shape[0], -1)
     lo, hi = x.amin(dim=0), x.amax(dim=0)
-    step = ((hi - lo) / (levels - 1)).clamp_min(1e-12)
-    return {"q": torch.round((x - lo) / step).to(dtype), "lo": lo, "step": step}
+    step = ((hi - lo) / (info.max - info.min)).clamp_min(1e-12)
+    return {"q": (torch.round((x - lo) / step) + info.min).to(dtype), "lo": lo, "step": step, "min": info.min}
 
 
 def _dq(d: dict) -> torch.Tensor:
-    return d["q"].float() * d["step"] + d["lo"]
+    return (d["q"].float() - d["min"]) * d["step"] + d["lo"]
 
 
 def pack(a) -> int:
@@ -120,10 +122,10 @@ def pack(a) -> int:
         rec = d["records"]
         packed = {
             "format": PACK_FORMAT, "n": int(keep.sum()), "of": int(keep.numel()),
-            "means": _q(prm["means"][keep], torch.int32, 65536),
+            "means": _q(prm["means"][keep], torch.int16),
             "opacities": prm["opacities"][keep].half(),
             "log_scale": prm["scales"][keep].float().mean(dim=1).half(),   # spacing_unit needs no more
-            "features": _q(prm["features"][keep], torch.uint8, 256),
+            "features": _q(prm["features"][keep], torch.uint8),
             "records": {"fill": {k: v for k, v in rec["fill"].items() if k != "min_depth"},
                         "values": {k: v[keep].to(torch.bfloat16) for k, v in rec["values"].items()
                                    if k != "min_depth"}},
@@ -131,7 +133,6 @@ def pack(a) -> int:
                         for lv, w in d["extra"]["winners"].items()},
             "rest": {k: v for k, v in d.items() if k not in ("params", "records")},
         }
-        packed["means"]["q"] = (packed["means"]["q"] - 32768).to(torch.int16)
         packed["rest"]["extra"] = {k: v for k, v in d["extra"].items() if k != "winners"}
         if d.get("field"):   # the decoders in float16 (about 1 MiB)
             packed["rest"]["field"] = {**d["field"], "state": {k: v.half() for k, v in d["field"]["state"].items()}}
@@ -150,12 +151,10 @@ def unpack(a) -> int:
         if p.get("format") != PACK_FORMAT:
             raise SystemExit(f"{f}: not a pack file")
         n = p["n"]
-        m = dict(p["means"])
-        m["q"] = m["q"].int() + 32768
         quats = torch.zeros(n, 4)
         quats[:, 0] = 1.0
         d = dict(p["rest"])
-        d["params"] = {"means": _dq(m), "opacities": p["opacities"].float(), "quats": quats,
+        d["params"] = {"means": _dq(p["means"]), "opacities": p["opacities"].float(), "quats": quats,
                        "scales": p["log_scale"].float()[:, None].expand(n, 3).contiguous(), "sh0": torch.zeros(n, 1, 3),
                        "features": _dq(p["features"])}
         if d.get("field"):
@@ -174,8 +173,9 @@ def add_views(a) -> int:
     """Give saved maps built before the view records (:mod:`gags_ros.core.language.coverage`)
     those records, from the dataset's train views at ``--scale`` of their size: every train frame
     (not only the run's keyframes: the records are a direction, and the frames a keyframe stands
-    for look the same way). The coverage records are left as they were."""
-    from gags_ros.core.io.datasets import load_nerfstudio
+    for look the same way; :func:`~gags_ros.core.language.coverage.accumulate_view`). The
+    coverage records are left as they were."""
+    from gags_ros.core.io.datasets import iter_nerfstudio
     from gags_ros.core.language import coverage
     from gags_ros.core.io.mapfile import load_map, save_map
     from gags_ros.core.render.factory import make_renderer
@@ -196,16 +196,12 @@ def add_views(a) -> int:
         if coverage.has_view(g):
             print(f"{f.name}: has view records")
             continue
-        kept = {k: g.record(k).clone() for k in coverage.RECORDS if k in g.records}
-        frames = load_nerfstudio(scenes[extra["run"]["scene"]], split="train")
-        for fr in frames:
-            intr = fr.intrinsics.scaled(a.scale)
-            ids = torch.full((3, int(intr.height), int(intr.width)), -1, dtype=torch.int64)
-            coverage.accumulate(renderer, _Records(g), ids, fr.T_world_cam, intr, "cpu")
-        for k, v in kept.items():
-            g.record(k).copy_(v)
+        views = 0
+        for fr in iter_nerfstudio(scenes[extra["run"]["scene"]], split="train"):
+            coverage.accumulate_view(renderer, _Records(g), fr.T_world_cam, fr.intrinsics.scaled(a.scale), "cpu")
+            views += 1
         save_map(f, g, field, cfg, extra)
-        print(f"{f.name}: view records from {len(frames)} views")
+        print(f"{f.name}: view records from {views} views")
     return 0
 
 

@@ -85,19 +85,33 @@ def accumulate(renderer, mapper, level_ids: torch.Tensor, T_world_cam, intrinsic
 
     ``level_ids``: ``[3, H, W]`` mask ids at the size of ``intrinsics`` (the render).
     """
-    ensure_records(mapper)
+    weights = torch.cat([pixel_masks(level_ids.to(device)).permute(1, 2, 0),              # [H, W, 5 + 3]
+                         unit_rays(intrinsics, T_world_cam, device)], dim=-1)
+    _add_blend_sums(renderer, mapper, weights, RECORDS + VIEW, T_world_cam, intrinsics, device)
+
+
+def accumulate_view(renderer, mapper, T_world_cam, intrinsics, device) -> None:
+    """Add one view's view records only (the coverage records untouched): for maps saved
+    before the view records existed."""
+    _add_blend_sums(renderer, mapper, unit_rays(intrinsics, T_world_cam, device), VIEW, T_world_cam,
+                    intrinsics, device)
+
+
+def _add_blend_sums(renderer, mapper, weights: torch.Tensor, names, T_world_cam, intrinsics, device) -> None:
+    """Add ``sum_p weights[p, k] w_i(p)`` to record ``names[k]`` of every Gaussian i (``weights``
+    ``[H, W, K]``, the render's size; those records registered on first use, no others)."""
+    for name in names:
+        mapper.add_record(name, 0.0)
     g = mapper.gaussians
     n = len(g)
     if n == 0:
         return
-    masks = torch.cat([pixel_masks(level_ids.to(device)).permute(1, 2, 0),                # [H, W, 5 + 3]
-                       unit_rays(intrinsics, T_world_cam, device)], dim=-1)
-    probe = torch.zeros(n, masks.shape[-1], device=device, requires_grad=True)
+    probe = torch.zeros(n, weights.shape[-1], device=device, requires_grad=True)
     with torch.enable_grad():
-        img = render_channels(renderer, g, probe, T_world_cam, intrinsics, device)  # [H, W, 5]
-        (img * masks).sum().backward()
+        img = render_channels(renderer, g, probe, T_world_cam, intrinsics, device)  # [H, W, K]
+        (img * weights).sum().backward()
     sums = probe.grad.detach()
-    for k, name in enumerate(RECORDS + VIEW):
+    for k, name in enumerate(names):
         g.record(name).add_(sums[:, k])
 
 
